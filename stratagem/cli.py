@@ -1,0 +1,135 @@
+"""``stratagem``: one command, thin sub-commands that parse, check, and call the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import yaml
+
+
+def _param(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY a parameter name, got {text!r}")
+    try:
+        return key, yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise argparse.ArgumentTypeError(f"cannot parse the value of {key}: {exc}") from None
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    return parse
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1-65535, got {port}")
+    return port
+
+
+def _action(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"--action must be a JSON object: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("--action must be a JSON object, e.g. '{\"action_id\": 0}'")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stratagem", description="LLMs learn, by RL, to write programs that "
+                                     "play games well. Environments speak OpenEnv's wire protocol.")
+    from stratagem import __version__
+
+    parser.add_argument("--version", action="version", version=f"stratagem {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("envs", help="list the registered environments")
+
+    serve = sub.add_parser("serve", help="serve an environment over HTTP + WebSocket (OpenEnv wire protocol)")
+    serve.add_argument("env", help="a registered name (see `stratagem envs`) or a path to an openenv.yaml")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=_port, default=None, help="port (default: the manifest's, usually 8000)")
+    serve.add_argument("-p", "--param", type=_param, action="append", default=[], metavar="KEY=VALUE",
+                       help="override an environment parameter, e.g. -p max_tile=1024 (repeatable)")
+    serve.add_argument("--max-sessions", type=_positive(int), default=128, help="concurrent sessions (default 128)")
+    serve.add_argument("--session-timeout", type=_positive(float), default=300.0, metavar="S",
+                       help="close sessions idle this many seconds (default 300)")
+    serve.add_argument("--step-timeout", type=_positive(float), default=30.0, metavar="S",
+                       help="longest a reset/step may take; requests may ask for less (default 30)")
+    serve.add_argument("--max-body-bytes", type=_positive(int), default=1 << 20, metavar="N",
+                       help="largest request body or WebSocket message (default 1 MiB)")
+    serve.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+
+    validate = sub.add_parser("validate", help="check a running server against the wire protocol")
+    validate.add_argument("url", help="the server's base URL, e.g. http://127.0.0.1:8000")
+    validate.add_argument("--action", type=_action, default=None,
+                          help="a JSON action to play (default: the first of the observation's legal_actions)")
+    validate.add_argument("--timeout", type=_positive(float), default=10.0, help="seconds per request")
+    return parser
+
+
+def cmd_envs(_: argparse.Namespace) -> int:
+    from stratagem.envs.spec import registry
+
+    specs = registry()
+    width = max(len(name) for name in specs)
+    for name, spec in sorted(specs.items()):
+        print(f"{name:<{width}}  {spec.description}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from stratagem.envs.server import serve
+    from stratagem.envs.sessions import Limits
+    from stratagem.envs.spec import resolve
+
+    spec = resolve(args.env)
+    limits = Limits(max_sessions=args.max_sessions, session_timeout_s=args.session_timeout,
+                    step_timeout_s=args.step_timeout, max_body_bytes=args.max_body_bytes)
+    serve(spec, args.host, args.port or spec.port, dict(args.param), limits, args.log_level)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from stratagem.envs.validate import Validator, format_table
+
+    results = Validator(args.url, action=args.action, timeout_s=args.timeout).run()
+    print(format_table(results))
+    return 1 if any(r.outcome == "FAIL" for r in results) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from stratagem.envs.spec import ManifestError
+    from stratagem.envs.sessions import FactoryFailed
+
+    args = build_parser().parse_args(argv)
+    handler = {"envs": cmd_envs, "serve": cmd_serve, "validate": cmd_validate}[args.command]
+    try:
+        return handler(args)
+    except (ManifestError, FactoryFailed, ValueError) as exc:
+        print(f"stratagem {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

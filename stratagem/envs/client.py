@@ -1,0 +1,350 @@
+"""Clients: one API whether the environment is remote (HTTP or WebSocket) or in-process.
+
+    from stratagem.envs.client import EnvClient
+    with EnvClient.connect("http://127.0.0.1:8000") as env:      # WebSocket by default
+        r = env.reset(seed=1)
+        while not r.done:
+            r = env.step({"action_id": r.observation["legal_actions"][0]})
+
+``EnvClient.connect(url, transport="http")`` plays the same episode over stateful HTTP
+(``X-Session-Id``), ``EnvClient.local("2048")`` runs it in this process with no server, and
+``AsyncEnvClient`` offers the same calls with ``await``. Every transport returns the same
+``StepResult`` (observation as a plain dict) and raises the same exceptions: a server's 422
+is an ``InvalidAction`` here exactly as it is in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import orjson
+from pydantic import BaseModel
+from websockets.asyncio.client import connect as ws_connect_async
+from websockets.exceptions import ConnectionClosed
+
+from stratagem.envs.core import Environment, EpisodeNotActive, InvalidAction, StepResult
+from stratagem.envs.protocol import SESSION_HEADER, dumps, observation_payload
+from stratagem.envs.spec import make
+from stratagem.envs.wsclient import BlockingWebSocket
+
+Action = dict[str, Any] | BaseModel
+
+
+class RemoteError(Exception):
+    """The server refused a request; ``status`` is the HTTP status (WS frames carry it too)."""
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None,
+                 payload: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.payload = status, code, payload or {}
+
+
+class InvalidRequest(RemoteError, InvalidAction):
+    """422/413/400: the action or request was not acceptable; the episode is unharmed."""
+
+
+class NotActive(RemoteError, EpisodeNotActive):
+    """409: step before reset or after the episode ended."""
+
+
+class SessionLost(RemoteError):
+    """404/408: the session is gone (closed, reaped when idle, or unknown)."""
+
+
+class ServerBusy(RemoteError):
+    """503: the server is at its session limit."""
+
+
+class ServerTimeout(RemoteError):
+    """504: the environment overran its step deadline; reset to continue."""
+
+
+_BY_STATUS: dict[int, type[RemoteError]] = {400: InvalidRequest, 413: InvalidRequest, 422: InvalidRequest,
+                                             409: NotActive, 404: SessionLost, 408: SessionLost, 503: ServerBusy,
+                                             504: ServerTimeout}
+_BY_CODE: dict[str, int] = {"INVALID_JSON": 422, "UNKNOWN_TYPE": 422, "VALIDATION_ERROR": 422,
+                            "CAPACITY_REACHED": 503, "SESSION_ERROR": 408, "EXECUTION_ERROR": 422}
+
+
+def remote_error(message: str, status: int | None, code: str | None = None,
+                 payload: dict[str, Any] | None = None) -> RemoteError:
+    """Map an HTTP status or a WS error frame (its ``status``, else its ``code``) to an exception."""
+    if status is None and code is not None:
+        status = _BY_CODE.get(code)
+    return _BY_STATUS.get(status or 0, RemoteError)(message, status, code, payload)
+
+
+def action_dict(action: Action) -> dict[str, Any]:
+    if isinstance(action, BaseModel):
+        return action.model_dump(exclude_none=True)
+    if isinstance(action, dict):
+        return action
+    raise TypeError(f"an action is a dict or a pydantic Action, got {type(action).__name__}")
+
+
+def to_result(payload: dict[str, Any]) -> StepResult[dict[str, Any]]:
+    return StepResult(observation=payload.get("observation", {}), reward=payload.get("reward"),
+                      done=bool(payload.get("done", False)), metadata=payload.get("metadata") or {})
+
+
+def ws_url(url: str) -> str:
+    url = url.rstrip("/")
+    for old, new in (("http://", "ws://"), ("https://", "wss://")):
+        if url.startswith(old):
+            url = new + url[len(old):]
+    if not url.startswith(("ws://", "wss://")):
+        raise ValueError(f"server URL must start with http://, https://, ws:// or wss://, got {url!r}")
+    return url if url.endswith("/ws") else url + "/ws"
+
+
+def http_url(url: str) -> str:
+    url = url.rstrip("/")
+    for old, new in (("ws://", "http://"), ("wss://", "https://")):
+        if url.startswith(old):
+            url = new + url[len(old):]
+    if url.endswith("/ws"):
+        url = url[:-3]
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"server URL must start with http://, https://, ws:// or wss://, got {url!r}")
+    return url
+
+
+def _reset_body(seed: int | None, episode_id: str | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    body = dict(kwargs)
+    if seed is not None:
+        body["seed"] = seed
+    if episode_id is not None:
+        body["episode_id"] = episode_id
+    return body
+
+
+def _ws_reply(raw: str | bytes, expected: str) -> dict[str, Any]:
+    msg = orjson.loads(raw)
+    if msg.get("type") == "error":
+        data = msg.get("data", {})
+        raise remote_error(data.get("message", "server error"), data.get("status"), data.get("code"), data)
+    if msg.get("type") != expected:
+        raise RemoteError(f"expected a {expected!r} frame, got {msg.get('type')!r}")
+    return msg.get("data", {})
+
+
+def _http_reply(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = orjson.loads(response.content) if response.content else {}
+    except orjson.JSONDecodeError:
+        body = {"detail": response.text[:500]}
+    if response.status_code >= 400:
+        detail = body.get("detail") if isinstance(body, dict) else body
+        raise remote_error(f"HTTP {response.status_code}: {detail}", response.status_code, None,
+                           body if isinstance(body, dict) else None)
+    return body
+
+
+class EnvClient:
+    """Synchronous client. Build one with ``connect`` (remote) or ``local`` (in-process)."""
+
+    def reset(self, seed: int | None = None, episode_id: str | None = None, **kwargs: Any) -> StepResult:
+        raise NotImplementedError
+
+    def step(self, action: Action) -> StepResult:
+        raise NotImplementedError
+
+    def state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> EnvClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @staticmethod
+    def connect(url: str, transport: str = "ws", timeout_s: float = 30.0) -> EnvClient:
+        """A remote environment over WebSocket (one connection = one session) or stateful HTTP."""
+        if transport == "ws":
+            return WSEnvClient(url, timeout_s)
+        if transport == "http":
+            return HTTPEnvClient(url, timeout_s)
+        raise ValueError(f"transport must be 'ws' or 'http', got {transport!r}")
+
+    @staticmethod
+    def local(name_or_path: str, **params: Any) -> EnvClient:
+        """The same API on an environment built in this process (no server, no serialisation)."""
+        return LocalEnvClient(make(name_or_path, **params))
+
+
+class LocalEnvClient(EnvClient):
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+
+    def reset(self, seed: int | None = None, episode_id: str | None = None, **kwargs: Any) -> StepResult:
+        return to_result(observation_payload(self.env.reset(**_reset_body(seed, episode_id, kwargs))))
+
+    def step(self, action: Action) -> StepResult:
+        action = self.env.action_type.model_validate(action_dict(action))
+        return to_result(observation_payload(self.env.step(action)))
+
+    def state(self) -> dict[str, Any]:
+        return self.env.state.model_dump()
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class HTTPEnvClient(EnvClient):
+    """Stateful HTTP: ``/reset`` opens a session; later calls carry its ``X-Session-Id``."""
+
+    def __init__(self, url: str, timeout_s: float = 30.0) -> None:
+        self.http = httpx.Client(base_url=http_url(url), timeout=timeout_s,
+                                 limits=httpx.Limits(max_keepalive_connections=4, keepalive_expiry=60))
+        self.session_id: str | None = None
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        headers = {"content-type": "application/json"}
+        if self.session_id:
+            headers[SESSION_HEADER] = self.session_id
+        return _http_reply(self.http.post(path, content=dumps(body), headers=headers))
+
+    def reset(self, seed: int | None = None, episode_id: str | None = None, **kwargs: Any) -> StepResult:
+        payload = self._post("/reset", _reset_body(seed, episode_id, kwargs))
+        self.session_id = payload.get("metadata", {}).get("session_id", self.session_id)
+        return to_result(payload)
+
+    def step(self, action: Action) -> StepResult:
+        return to_result(self._post("/step", {"action": action_dict(action)}))
+
+    def state(self) -> dict[str, Any]:
+        headers = {SESSION_HEADER: self.session_id} if self.session_id else {}
+        return _http_reply(self.http.get("/state", headers=headers))
+
+    def close(self) -> None:
+        if self.session_id:
+            try:
+                self.http.delete("/session", headers={SESSION_HEADER: self.session_id})
+            except httpx.HTTPError:
+                pass  # the server is gone; its reaper would have closed the session anyway
+            self.session_id = None
+        self.http.close()
+
+
+class WSEnvClient(EnvClient):
+    def __init__(self, url: str, timeout_s: float = 30.0) -> None:
+        self.timeout_s = timeout_s
+        try:
+            self.ws = BlockingWebSocket(ws_url(url), timeout_s=timeout_s)
+        except OSError as exc:
+            raise ConnectionError(f"cannot connect to {ws_url(url)}: {exc}") from exc
+
+    def _call(self, message: dict[str, Any], expected: str) -> dict[str, Any]:
+        try:
+            self.ws.send(dumps(message).decode())
+            return _ws_reply(self.ws.recv(), expected)
+        except ConnectionClosed as exc:
+            raise SessionLost(f"the server closed the connection: {exc}") from exc
+        except TimeoutError as exc:
+            raise ServerTimeout(f"no reply within {self.timeout_s:g} s") from exc
+        except OSError as exc:
+            raise SessionLost(f"the connection failed: {exc}") from exc
+
+    def reset(self, seed: int | None = None, episode_id: str | None = None, **kwargs: Any) -> StepResult:
+        return to_result(self._call({"type": "reset", "data": _reset_body(seed, episode_id, kwargs)}, "observation"))
+
+    def step(self, action: Action) -> StepResult:
+        return to_result(self._call({"type": "step", "data": action_dict(action)}, "observation"))
+
+    def state(self) -> dict[str, Any]:
+        return self._call({"type": "state"}, "state")
+
+    def close(self) -> None:
+        try:
+            self.ws.send('{"type":"close"}')
+        except (ConnectionClosed, OSError):
+            pass
+        self.ws.close()
+
+
+class AsyncEnvClient:
+    """The same calls, awaitable: ``async with await AsyncEnvClient.connect(url) as env: ...``."""
+
+    def __init__(self, url: str, transport: str, timeout_s: float) -> None:
+        if transport not in ("ws", "http"):
+            raise ValueError(f"transport must be 'ws' or 'http', got {transport!r}")
+        self.url, self.transport, self.timeout_s = url, transport, timeout_s
+        self.ws: Any = None
+        self.http: httpx.AsyncClient | None = None
+        self.session_id: str | None = None
+
+    @classmethod
+    async def connect(cls, url: str, transport: str = "ws", timeout_s: float = 30.0) -> AsyncEnvClient:
+        client = cls(url, transport, timeout_s)
+        if transport == "ws":
+            try:
+                client.ws = await ws_connect_async(ws_url(url), open_timeout=timeout_s, max_size=None,
+                                                   compression=None)
+            except OSError as exc:
+                raise ConnectionError(f"cannot connect to {ws_url(url)}: {exc}") from exc
+        else:
+            client.http = httpx.AsyncClient(base_url=http_url(url), timeout=timeout_s)
+        return client
+
+    async def _ws_call(self, message: dict[str, Any], expected: str) -> dict[str, Any]:
+        try:
+            await self.ws.send(dumps(message).decode())
+            return _ws_reply(await asyncio.wait_for(self.ws.recv(), self.timeout_s), expected)
+        except ConnectionClosed as exc:
+            raise SessionLost(f"the server closed the connection: {exc}") from exc
+        except TimeoutError as exc:
+            raise ServerTimeout(f"no reply within {self.timeout_s:g} s") from exc
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        headers = {"content-type": "application/json"}
+        if self.session_id:
+            headers[SESSION_HEADER] = self.session_id
+        assert self.http is not None
+        return _http_reply(await self.http.post(path, content=dumps(body), headers=headers))
+
+    async def reset(self, seed: int | None = None, episode_id: str | None = None, **kwargs: Any) -> StepResult:
+        body = _reset_body(seed, episode_id, kwargs)
+        if self.ws is not None:
+            return to_result(await self._ws_call({"type": "reset", "data": body}, "observation"))
+        payload = await self._post("/reset", body)
+        self.session_id = payload.get("metadata", {}).get("session_id", self.session_id)
+        return to_result(payload)
+
+    async def step(self, action: Action) -> StepResult:
+        if self.ws is not None:
+            return to_result(await self._ws_call({"type": "step", "data": action_dict(action)}, "observation"))
+        return to_result(await self._post("/step", {"action": action_dict(action)}))
+
+    async def state(self) -> dict[str, Any]:
+        if self.ws is not None:
+            return await self._ws_call({"type": "state"}, "state")
+        assert self.http is not None
+        headers = {SESSION_HEADER: self.session_id} if self.session_id else {}
+        return _http_reply(await self.http.get("/state", headers=headers))
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            try:
+                await self.ws.send('{"type":"close"}')
+            except ConnectionClosed:
+                pass
+            await self.ws.close()
+        if self.http is not None:
+            if self.session_id:
+                try:
+                    await self.http.delete("/session", headers={SESSION_HEADER: self.session_id})
+                except httpx.HTTPError:
+                    pass
+            await self.http.aclose()
+
+    async def __aenter__(self) -> AsyncEnvClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

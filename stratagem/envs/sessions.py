@@ -1,0 +1,203 @@
+"""Sessions: one environment per WebSocket connection or per stateful HTTP episode.
+
+The session table is where the server's promises are kept: a hard cap on live sessions,
+idle sessions reaped, and every environment call run on a worker thread under a deadline,
+so a slow or hung environment cannot stall the event loop, ``/health`` or other sessions.
+A call that overruns its deadline costs its session its environment (the thread cannot be
+killed, and the environment may be half-way through a step); the session stays usable and
+the next ``reset`` builds a fresh environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from stratagem.envs.core import Environment, EpisodeNotActive
+from stratagem.envs.deadline import StepTimeout, Watchdog
+from stratagem.envs.spec import EnvSpec
+
+T = TypeVar("T")
+
+
+class CapacityReached(Exception):
+    def __init__(self, active: int, limit: int) -> None:
+        super().__init__(
+            f"server at capacity: {active} of {limit} sessions in use; close a session "
+            "(WebSocket close, or DELETE /session) or retry later"
+        )
+        self.active, self.limit = active, limit
+
+
+class FactoryFailed(Exception):
+    """The environment could not be built (a server-side problem, reported as such)."""
+
+
+class UnknownParameters(ValueError):
+    """A reset/step key the environment does not declare (a client mistake: 422)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_sessions: int = 128
+    session_timeout_s: float = 300.0
+    step_timeout_s: float = 30.0
+    max_body_bytes: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        for name in ("max_sessions", "session_timeout_s", "step_timeout_s", "max_body_bytes"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+
+@dataclass(eq=False)
+class Session:
+    id: str
+    kind: str  # "http" or "ws"
+    env: Environment | None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    last_active: float = field(default_factory=time.monotonic)
+    on_reap: Callable[[], Awaitable[None]] | None = None
+
+    def touch(self) -> None:
+        self.last_active = time.monotonic()
+
+
+class SessionManager:
+    def __init__(self, spec: EnvSpec, params: dict[str, Any], limits: Limits) -> None:
+        self.spec, self.limits = spec, limits
+        self.env_class = spec.env_class()
+        self.env_kwargs = spec.constructor_kwargs(**params)
+        self.reset_params = _keyword_params(self.env_class.reset, skip={"self"})
+        self.step_params = _keyword_params(self.env_class.step, skip={"self", "action", "timeout_s"})
+        step_sig = inspect.signature(self.env_class.step).parameters
+        self.step_takes_timeout = "timeout_s" in step_sig or any(p.kind is p.VAR_KEYWORD for p in step_sig.values())
+        self.sessions: dict[str, Session] = {}
+        self._reserved = 0
+        # Threads are cheap and a hung environment pins one for good: size for every session.
+        self.executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=limits.max_sessions + 8, thread_name_prefix="env"
+        )
+        self.watchdog = Watchdog() if getattr(self.env_class, "inline_steps", False) else None
+        self._reaper: asyncio.Task[None] | None = None
+
+    # --- lifecycle -------------------------------------------------------------------
+    def new_env(self) -> Environment:
+        try:
+            return self.env_class(**self.env_kwargs)
+        except Exception as exc:  # the environment's own failure, not the client's
+            raise FactoryFailed(f"could not build {self.env_class.__name__}: {type(exc).__name__}: {exc}") from exc
+
+    async def create(self, kind: str, on_reap: Callable[[], Awaitable[None]] | None = None) -> Session:
+        active = len(self.sessions) + self._reserved
+        if active >= self.limits.max_sessions:
+            raise CapacityReached(active, self.limits.max_sessions)
+        self._reserved += 1  # hold the slot while the environment is built off-loop
+        try:
+            env = await self.run(self.new_env, timeout_s=self.limits.step_timeout_s)
+        finally:
+            self._reserved -= 1
+        session = Session(id=uuid.uuid4().hex, kind=kind, env=env, on_reap=on_reap)
+        self.sessions[session.id] = session
+        return session
+
+    async def close(self, session: Session) -> None:
+        if self.sessions.pop(session.id, None) is None:
+            return
+        env, session.env = session.env, None
+        if env is not None:
+            self.executor.submit(_close_quietly, env)
+
+    async def start(self) -> None:
+        self._reaper = asyncio.create_task(self._reap_forever())
+
+    async def stop(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        for session in list(self.sessions.values()):
+            await self.close(session)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _reap_forever(self) -> None:
+        period = min(5.0, max(0.05, self.limits.session_timeout_s / 4))
+        while True:
+            await asyncio.sleep(period)
+            await self.reap()
+
+    async def reap(self) -> list[str]:
+        """Close sessions idle past the timeout; a session in the middle of a call is never idle."""
+        cutoff = time.monotonic() - self.limits.session_timeout_s
+        stale = [s for s in self.sessions.values() if s.last_active < cutoff and not s.lock.locked()]
+        for session in stale:
+            await self.close(session)
+            if session.on_reap is not None:
+                await session.on_reap()
+        return [s.id for s in stale]
+
+    # --- calls into the environment ---------------------------------------------------
+    def deadline(self, timeout_s: float | None) -> float:
+        return min(timeout_s or self.limits.step_timeout_s, self.limits.step_timeout_s)
+
+    async def run(self, fn: Callable[..., T], *args: Any, timeout_s: float | None = None) -> T:
+        """Run ``fn`` on a worker thread; raise StepTimeout past the deadline."""
+        deadline = self.deadline(timeout_s)
+        future = asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        try:
+            return await asyncio.wait_for(future, deadline)
+        except TimeoutError:
+            raise StepTimeout(f"the environment did not answer within {deadline:g} s") from None
+
+    async def call(
+        self, session: Session, work: Callable[[Environment], T], *, starts_episode: bool = False,
+        timeout_s: float | None = None,
+    ) -> T:
+        """Run ``work(session.env)`` under the session's deadline; a timeout drops the env."""
+        if session.env is None:
+            if not starts_episode:
+                raise EpisodeNotActive("this session's environment was dropped after a timeout: call reset")
+            session.env = await self.run(self.new_env)
+        env = session.env
+        session.touch()
+        try:
+            if self.watchdog is not None:
+                return self.watchdog.run(work, env, timeout_s=self.deadline(timeout_s))
+            return await self.run(work, env, timeout_s=timeout_s)
+        except StepTimeout:
+            session.env = None
+            self.executor.submit(_close_quietly, env)
+            raise
+        finally:
+            session.touch()
+
+    def check_kwargs(self, kind: str, kwargs: dict[str, Any]) -> None:
+        """Extra reset/step keys must be parameters the environment declares."""
+        accepted = self.reset_params if kind == "reset" else self.step_params
+        if accepted is None:
+            return
+        unknown = sorted(set(kwargs) - accepted)
+        if unknown:
+            raise UnknownParameters(
+                f"unknown {kind} parameter(s) {unknown}; {self.env_class.__name__}.{kind} accepts: "
+                f"{', '.join(sorted(accepted)) or 'no extra parameters'}"
+            )
+
+
+def _keyword_params(fn: Callable[..., Any], skip: set[str]) -> set[str] | None:
+    """Names a method accepts by keyword, or None when it takes ``**kwargs``."""
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.name not in skip and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def _close_quietly(env: Environment) -> None:
+    try:
+        env.close()
+    except Exception:  # noqa: BLE001 - closing a discarded environment is best effort
+        pass

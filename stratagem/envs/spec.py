@@ -1,0 +1,179 @@
+"""EnvSpec: the manifest that defines an environment, and the registry of known ones.
+
+A manifest is a superset of OpenEnv's ``openenv.yaml``: OpenEnv's keys keep their meaning and
+stratagem adds the ones it needs to build and describe the environment (``entry_point``,
+``params``, ``strategy``, ...). Built-in environments are registered by the same kind of YAML
+file (``stratagem/envs/manifests``), so a user's environment is a first-class citizen:
+``stratagem serve path/to/openenv.yaml`` works exactly like ``stratagem serve 2048``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from stratagem.envs.core import Environment
+
+MANIFEST_DIR = Path(__file__).parent / "manifests"
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used; the message names the file, the field and the fix."""
+
+
+class StrategySpec(BaseModel):
+    """The function an LLM must write to play this environment."""
+
+    model_config = ConfigDict(extra="forbid")
+    function: str = "strategy"
+    args: list[str] = Field(default_factory=lambda: ["observation"])
+    returns: str = "an action"
+
+    @field_validator("function", "args")
+    @classmethod
+    def _identifiers(cls, value: Any) -> Any:
+        for name in [value] if isinstance(value, str) else value:
+            if not name.isidentifier():
+                raise ValueError(f"{name!r} is not a Python identifier")
+        return value
+
+
+class EnvSpec(BaseModel):
+    """One environment's manifest, validated."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # OpenEnv's openenv.yaml keys
+    spec_version: Literal[1] = 1
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    type: str = "space"
+    runtime: Literal["fastapi"] = "fastapi"
+    app: str = "stratagem.envs.server:app"
+    port: int = Field(default=8000, ge=1, le=65535)
+    variables: dict[str, str] = Field(default_factory=dict)
+    # stratagem's keys
+    entry_point: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    description: str = ""
+    version: str = "0.1.0"
+    author: str | None = None
+    documentation_url: str | None = None
+    readme: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    max_episode_steps: int | None = Field(default=None, ge=1)
+    reward: dict[str, float] = Field(default_factory=lambda: {"win": 1.0, "loss": 0.0})
+    strategy: StrategySpec = Field(default_factory=StrategySpec)
+
+    source: Path | None = Field(default=None, exclude=True, description="the file this spec came from")
+
+    def env_class(self) -> type[Environment]:
+        """Import the class named by ``entry_point`` (the manifest's directory is importable)."""
+        module_name, _, class_name = self.entry_point.partition(":")
+        if self.source is not None and str(self.source.parent) not in sys.path:
+            sys.path.insert(0, str(self.source.parent))
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ManifestError(f"{self._where()}: entry_point module {module_name!r} cannot be imported: {exc}") from exc
+        cls = getattr(module, class_name, None)
+        if not (inspect.isclass(cls) and issubclass(cls, Environment)):
+            raise ManifestError(
+                f"{self._where()}: entry_point {self.entry_point!r} must name a subclass of "
+                "stratagem.envs.core.Environment"
+            )
+        return cls
+
+    def make(self, **overrides: Any) -> Environment:
+        """Build one environment instance with the manifest's params, overridden by ``overrides``."""
+        return self.env_class()(**self.constructor_kwargs(**overrides))
+
+    def constructor_kwargs(self, **overrides: Any) -> dict[str, Any]:
+        """The constructor arguments, checked against the class's signature before any work."""
+        cls = self.env_class()
+        params = {**self.params, **overrides}
+        accepted = {
+            name
+            for name, p in inspect.signature(cls.__init__).parameters.items()
+            if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        }
+        if self.max_episode_steps is not None and "max_episode_steps" in accepted:
+            params.setdefault("max_episode_steps", self.max_episode_steps)
+        unknown = sorted(set(params) - accepted)
+        if unknown:
+            raise ManifestError(
+                f"{self._where()}: unknown parameter(s) {unknown} for {cls.__name__}; "
+                f"it accepts: {sorted(accepted) or 'none'}"
+            )
+        return params
+
+    def _where(self) -> str:
+        return str(self.source) if self.source else f"environment {self.name!r}"
+
+
+def load_spec(path: str | Path) -> EnvSpec:
+    """Read and validate a manifest file; every problem becomes one clear ManifestError."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "openenv.yaml"
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: no such manifest file") from None
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: a manifest must be a YAML mapping of keys to values")
+    try:
+        spec = EnvSpec.model_validate(data)
+    except ValidationError as exc:
+        raise ManifestError(f"{path}: " + "; ".join(_explain(err) for err in exc.errors())) from None
+    spec.source = path.resolve()
+    return spec
+
+
+def _explain(err: dict[str, Any]) -> str:
+    field = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        known = list(EnvSpec.model_fields) + list(StrategySpec.model_fields)
+        close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(EnvSpec.model_fields)}"
+        return f"unknown key {field!r}{hint}"
+    if err["type"] == "missing":
+        return f"missing required key {field!r}" + (
+            " (e.g. entry_point: my_package.my_module:MyEnv)" if field == "entry_point" else ""
+        )
+    return f"{field}: {err['msg']} (got {err.get('input')!r})"
+
+
+def registry() -> dict[str, EnvSpec]:
+    """The built-in environments, by name."""
+    specs = (load_spec(p) for p in sorted(MANIFEST_DIR.glob("*.yaml")))
+    return {spec.name: spec for spec in specs}
+
+
+def resolve(name_or_path: str | Path) -> EnvSpec:
+    """A registered name, a manifest file, or a directory holding ``openenv.yaml``."""
+    text = str(name_or_path)
+    known = registry()
+    if text in known:
+        return known[text]
+    path = Path(text)
+    if path.suffix in (".yaml", ".yml") or path.is_dir() or path.exists():
+        return load_spec(path)
+    close = difflib.get_close_matches(text, list(known), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ManifestError(
+        f"unknown environment {text!r}.{hint} Registered: {', '.join(sorted(known))}; "
+        "or pass the path of an openenv.yaml manifest."
+    )
+
+
+def make(name_or_path: str | Path, **params: Any) -> Environment:
+    """Build an environment in-process, exactly as a server would for one session."""
+    return resolve(name_or_path).make(**params)
