@@ -18,8 +18,12 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-_set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
-_set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
+_set_async_exc_api = ctypes.pythonapi.PyThreadState_SetAsyncExc
+
+
+def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
+    """Schedule ``exc`` in that thread, or with None (a NULL pointer) cancel a scheduled one."""
+    _set_async_exc_api(ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc is not None else None)
 
 
 class StepTimeout(BaseException):

@@ -1,0 +1,90 @@
+"""Real servers on free loopback ports, started and stopped by fixtures."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from stratagem.envs.server import create_app
+from stratagem.envs.sessions import Limits
+
+HERE = Path(__file__).parent
+APPS: dict[str, Any] = {}  # base URL -> the app served there, for tests that inspect server state
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running(app: Any, ws_max_size: int = 1 << 20) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on a background thread; yield its base URL."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", ws_max_size=ws_max_size,
+                            lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("test server did not start")
+        time.sleep(0.01)
+    url = f"http://127.0.0.1:{port}"
+    APPS[url] = app
+    try:
+        yield url
+    finally:
+        APPS.pop(url, None)
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def serve() -> Callable[..., Any]:
+    """``with serve("2048", limits=Limits(...)) as url:`` runs a stratagem server."""
+
+    def start(env: Any = "2048", params: dict[str, Any] | None = None, limits: Limits | None = None):
+        limits = limits or Limits()
+        return running(create_app(env, params, limits), ws_max_size=limits.max_body_bytes)
+
+    return start
+
+
+@pytest.fixture(scope="module")
+def url_2048() -> Iterator[str]:
+    """One shared 2048 server for tests that do not change its limits."""
+    with running(create_app("2048")) as url:
+        yield url
+
+
+@pytest.fixture
+def toy_manifest() -> Path:
+    return HERE / "toy_env" / "openenv.yaml"
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+def health_ok(url: str) -> bool:
+    return httpx.get(url + "/health", timeout=5).json() == {"status": "healthy"}
+
+
+__all__ = ["asyncio", "free_port", "health_ok", "running", "wait_for"]
