@@ -20,12 +20,12 @@ from typing import Any
 
 import httpx
 import orjson
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from websockets.asyncio.client import connect as ws_connect_async
 from websockets.exceptions import ConnectionClosed
 
 from stratagem.envs.core import Environment, EpisodeNotActive, InvalidAction, StepResult
-from stratagem.envs.protocol import SESSION_HEADER, dumps, observation_payload
+from stratagem.envs.protocol import SESSION_HEADER, dumps, jsonable_errors, observation_payload, validation_messages
 from stratagem.envs.spec import make
 from stratagem.envs.wsclient import BlockingWebSocket
 
@@ -186,7 +186,10 @@ class LocalEnvClient(EnvClient):
         return to_result(observation_payload(self.env.reset(**_reset_body(seed, episode_id, kwargs))))
 
     def step(self, action: Action) -> StepResult:
-        action = self.env.action_type.model_validate(action_dict(action))
+        try:
+            action = self.env.action_type.model_validate(action_dict(action))
+        except ValidationError as exc:  # as a server would answer: 422, an InvalidAction
+            raise InvalidAction(validation_messages(jsonable_errors(exc.errors()))) from None
         return to_result(observation_payload(self.env.step(action)))
 
     def state(self) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 import stratagem
@@ -162,8 +163,14 @@ def create_app(spec: EnvSpec | str, params: dict[str, Any] | None = None, limits
         errors = jsonable_errors(list(exc.errors()))
         return json_response(dumps({"detail": validation_messages(errors), "errors": errors}), 422)
 
+    async def read_body(request: Request) -> bytes:
+        try:
+            return await request.body()
+        except ClientDisconnect:
+            raise ClientError(400, "the client disconnected before sending the whole body") from None
+
     async def read_json(request: Request) -> dict[str, Any]:
-        raw = await request.body()
+        raw = await read_body(request)
         if not raw.strip():
             return {}
         try:
@@ -283,7 +290,7 @@ def create_app(spec: EnvSpec | str, params: dict[str, Any] | None = None, limits
 
     @app.post("/mcp", tags=["MCP"], summary="JSON-RPC 2.0: initialize, ping, tools/list, tools/call")
     async def mcp_route(request: Request) -> Response:
-        return json_response(dumps(mcp.handle_raw(await request.body(), spec)))
+        return json_response(dumps(mcp.handle_raw(await read_body(request), spec)))
 
     @app.websocket("/ws")
     async def ws(websocket: WebSocket) -> None:

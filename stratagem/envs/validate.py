@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
@@ -210,7 +210,7 @@ class Validator:
                 results.append(CheckResult(name, "SKIP", str(exc)))
             except Failed as exc:
                 results.append(CheckResult(name, "FAIL", str(exc)))
-            except (httpx.HTTPError, OSError, ConnectionClosed, TimeoutError, ValueError) as exc:
+            except (httpx.HTTPError, OSError, WebSocketException, TimeoutError, ValueError) as exc:
                 results.append(CheckResult(name, "FAIL", f"{type(exc).__name__}: {exc}"))
         self.http.close()
         return results
