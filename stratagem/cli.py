@@ -54,8 +54,11 @@ def _action(text: str) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stratagem", description="LLMs learn, by RL, to write programs that "
-                                     "play games well. Environments speak OpenEnv's wire protocol.")
+    parser = argparse.ArgumentParser(
+        prog="stratagem",
+        description="LLMs learn, by RL, to write programs that "
+        "play games well. Environments speak OpenEnv's wire protocol.",
+    )
     from stratagem import __version__
 
     parser.add_argument("--version", action="version", version=f"stratagem {__version__}")
@@ -67,21 +70,47 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("env", help="a registered name (see `stratagem envs`) or a path to an openenv.yaml")
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=None, help="port (default: the manifest's, usually 8000)")
-    serve.add_argument("-p", "--param", type=_param, action="append", default=[], metavar="KEY=VALUE",
-                       help="override an environment parameter, e.g. -p max_tile=1024 (repeatable)")
+    serve.add_argument(
+        "-p",
+        "--param",
+        type=_param,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an environment parameter, e.g. -p max_tile=1024 (repeatable)",
+    )
     serve.add_argument("--max-sessions", type=_positive(int), default=128, help="concurrent sessions (default 128)")
-    serve.add_argument("--session-timeout", type=_positive(float), default=300.0, metavar="S",
-                       help="close sessions idle this many seconds (default 300)")
-    serve.add_argument("--step-timeout", type=_positive(float), default=30.0, metavar="S",
-                       help="longest a reset/step may take; requests may ask for less (default 30)")
-    serve.add_argument("--max-body-bytes", type=_positive(int), default=1 << 20, metavar="N",
-                       help="largest request body or WebSocket message (default 1 MiB)")
+    serve.add_argument(
+        "--session-timeout",
+        type=_positive(float),
+        default=300.0,
+        metavar="S",
+        help="close sessions idle this many seconds (default 300)",
+    )
+    serve.add_argument(
+        "--step-timeout",
+        type=_positive(float),
+        default=30.0,
+        metavar="S",
+        help="longest a reset/step may take; requests may ask for less (default 30)",
+    )
+    serve.add_argument(
+        "--max-body-bytes",
+        type=_positive(int),
+        default=1 << 20,
+        metavar="N",
+        help="largest request body or WebSocket message (default 1 MiB)",
+    )
     serve.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
 
     validate = sub.add_parser("validate", help="check a running server against the wire protocol")
     validate.add_argument("url", help="the server's base URL, e.g. http://127.0.0.1:8000")
-    validate.add_argument("--action", type=_action, default=None,
-                          help="a JSON action to play (default: the first of the observation's legal_actions)")
+    validate.add_argument(
+        "--action",
+        type=_action,
+        default=None,
+        help="a JSON action to play (default: the first of the observation's legal_actions)",
+    )
     validate.add_argument("--timeout", type=_positive(float), default=10.0, help="seconds per request")
     return parser
 
@@ -102,8 +131,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from stratagem.envs.spec import resolve
 
     spec = resolve(args.env)
-    limits = Limits(max_sessions=args.max_sessions, session_timeout_s=args.session_timeout,
-                    step_timeout_s=args.step_timeout, max_body_bytes=args.max_body_bytes)
+    limits = Limits(
+        max_sessions=args.max_sessions,
+        session_timeout_s=args.session_timeout,
+        step_timeout_s=args.step_timeout,
+        max_body_bytes=args.max_body_bytes,
+    )
     serve(spec, args.host, args.port or spec.port, dict(args.param), limits, args.log_level)
     return 0
 
@@ -117,8 +150,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from stratagem.envs.spec import ManifestError
     from stratagem.envs.sessions import FactoryFailed
+    from stratagem.envs.spec import ManifestError
 
     args = build_parser().parse_args(argv)
     handler = {"envs": cmd_envs, "serve": cmd_serve, "validate": cmd_validate}[args.command]

@@ -32,8 +32,7 @@ def free_port() -> int:
 def running(app: Any, ws_max_size: int = 1 << 20) -> Iterator[str]:
     """Serve an ASGI app with uvicorn on a background thread; yield its base URL."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", ws_max_size=ws_max_size,
-                            lifespan="on")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", ws_max_size=ws_max_size, lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -55,5 +55,10 @@ class OpenEnv2048(Environment):
 
 
 def make_app(max_concurrent_envs: int = 64):
-    return create_app(OpenEnv2048, OpenSpielAction, OpenSpielObservation, env_name="openenv_2048",
-                      max_concurrent_envs=max_concurrent_envs)
+    return create_app(
+        OpenEnv2048,
+        OpenSpielAction,
+        OpenSpielObservation,
+        env_name="openenv_2048",
+        max_concurrent_envs=max_concurrent_envs,
+    )

@@ -117,7 +117,7 @@ def test_openenv_client_plays_against_our_server(url_2048):
         result = env.reset(seed=13)
         trace = [(result.observation["board"], result.reward, result.done)]
         while not result.done:
-            board = [result.observation["info_state"][i:i + 4] for i in range(0, 16, 4)]  # the notebook's way
+            board = [result.observation["info_state"][i : i + 4] for i in range(0, 16, 4)]  # the notebook's way
             assert board == [[float(v) for v in row] for row in result.observation["board"]]
             action = {"action_id": result.observation["legal_actions"][0], "game_name": "2048", "game_params": {}}
             result = env.step(action)

@@ -37,9 +37,22 @@ def server_process(tmp_path_factory):
     port = free_port()
     log = open(tmp_path_factory.mktemp("server") / "server.log", "w+b")  # a file: a full pipe would stall it
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stratagem.cli", "serve", "2048", "--port", str(port), "--max-sessions",
-         str(MAX_SESSIONS), "--max-body-bytes", str(BODY_LIMIT)],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        [
+            sys.executable,
+            "-m",
+            "stratagem.cli",
+            "serve",
+            "2048",
+            "--port",
+            str(port),
+            "--max-sessions",
+            str(MAX_SESSIONS),
+            "--max-body-bytes",
+            str(BODY_LIMIT),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -77,8 +90,13 @@ async def hostile(url: str, stop: asyncio.Event, counts: dict) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
         while not stop.is_set():
             async with connect(ws_url, max_size=None) as ws:
-                for bad in ("{oops", json.dumps({"type": "warp"}), json.dumps({"type": "step", "data": {"action_id": 99}}),
-                            json.dumps({"type": "step", "data": {"action_id": 0}}), json.dumps([1])):
+                for bad in (
+                    "{oops",
+                    json.dumps({"type": "warp"}),
+                    json.dumps({"type": "step", "data": {"action_id": 99}}),
+                    json.dumps({"type": "step", "data": {"action_id": 0}}),
+                    json.dumps([1]),
+                ):
                     await ws.send(bad)
                     frame = json.loads(await ws.recv())
                     assert frame["type"] == "error", frame
@@ -94,13 +112,17 @@ async def hostile(url: str, stop: asyncio.Event, counts: dict) -> None:
                     await ws.recv()
                 except Exception:  # closed with 1009: message too big
                     counts["oversized_ws"] += 1
-            for body, status in ((b"{bad json", 422), (b"x" * (BODY_LIMIT + 1), 413),
-                                 (b'{"action": {"action_id": 0}}', 409), (b'{"action": 5}', 422)):
+            for body, status in (
+                (b"{bad json", 422),
+                (b"x" * (BODY_LIMIT + 1), 413),
+                (b'{"action": {"action_id": 0}}', 409),
+                (b'{"action": 5}', 422),
+            ):
                 response = await http.post("/step", content=body, headers={"content-type": "application/json"})
                 assert response.status_code == status, (body[:30], response.status_code, response.text[:200])
                 counts["http_errors"] += 1
-            reader, writer = await asyncio.open_connection(host, int(port))  # a request cut off half-way
-            writer.write(b"POST /reset HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"seed\":")
+            _, writer = await asyncio.open_connection(host, int(port))  # a request cut off half-way
+            writer.write(b'POST /reset HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"seed":')
             await writer.drain()
             writer.close()
             counts["cut_requests"] += 1
@@ -124,7 +146,10 @@ def test_64_sessions_survive_a_hostile_client(server_process):
 
     async def main() -> list:
         stop = asyncio.Event()
-        background = [asyncio.create_task(hostile(url, stop, counts)), asyncio.create_task(health_monitor(url, stop, latencies))]
+        background = [
+            asyncio.create_task(hostile(url, stop, counts)),
+            asyncio.create_task(health_monitor(url, stop, latencies)),
+        ]
         try:
             return await asyncio.wait_for(asyncio.gather(*(good_session(url, s) for s in range(SESSIONS))), 240)
         finally:

@@ -99,8 +99,9 @@ def test_requests_without_a_header_behave_as_openenv(http):
 def test_illegal_move_is_422_and_the_episode_is_unharmed(http):
     sid, body = open_session(http, seed=0)
     while len(body["observation"]["legal_actions"]) == 4:
-        body = http.post("/step", json={"action": {"action_id": body["observation"]["legal_actions"][0]}},
-                         headers={H: sid}).json()
+        body = http.post(
+            "/step", json={"action": {"action_id": body["observation"]["legal_actions"][0]}}, headers={H: sid}
+        ).json()
     illegal = next(a for a in range(4) if a not in body["observation"]["legal_actions"])
     before = http.get("/state", headers={H: sid}).json()
     response = http.post("/step", json={"action": {"action_id": illegal}}, headers={H: sid})

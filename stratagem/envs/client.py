@@ -35,8 +35,9 @@ Action = dict[str, Any] | BaseModel
 class RemoteError(Exception):
     """The server refused a request; ``status`` is the HTTP status (WS frames carry it too)."""
 
-    def __init__(self, message: str, status: int | None = None, code: str | None = None,
-                 payload: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, message: str, status: int | None = None, code: str | None = None, payload: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.payload = status, code, payload or {}
 
@@ -61,15 +62,29 @@ class ServerTimeout(RemoteError):
     """504: the environment overran its step deadline; reset to continue."""
 
 
-_BY_STATUS: dict[int, type[RemoteError]] = {400: InvalidRequest, 413: InvalidRequest, 422: InvalidRequest,
-                                             409: NotActive, 404: SessionLost, 408: SessionLost, 503: ServerBusy,
-                                             504: ServerTimeout}
-_BY_CODE: dict[str, int] = {"INVALID_JSON": 422, "UNKNOWN_TYPE": 422, "VALIDATION_ERROR": 422,
-                            "CAPACITY_REACHED": 503, "SESSION_ERROR": 408, "EXECUTION_ERROR": 422}
+_BY_STATUS: dict[int, type[RemoteError]] = {
+    400: InvalidRequest,
+    413: InvalidRequest,
+    422: InvalidRequest,
+    409: NotActive,
+    404: SessionLost,
+    408: SessionLost,
+    503: ServerBusy,
+    504: ServerTimeout,
+}
+_BY_CODE: dict[str, int] = {
+    "INVALID_JSON": 422,
+    "UNKNOWN_TYPE": 422,
+    "VALIDATION_ERROR": 422,
+    "CAPACITY_REACHED": 503,
+    "SESSION_ERROR": 408,
+    "EXECUTION_ERROR": 422,
+}
 
 
-def remote_error(message: str, status: int | None, code: str | None = None,
-                 payload: dict[str, Any] | None = None) -> RemoteError:
+def remote_error(
+    message: str, status: int | None, code: str | None = None, payload: dict[str, Any] | None = None
+) -> RemoteError:
     """Map an HTTP status or a WS error frame (its ``status``, else its ``code``) to an exception."""
     if status is None and code is not None:
         status = _BY_CODE.get(code)
@@ -85,15 +100,19 @@ def action_dict(action: Action) -> dict[str, Any]:
 
 
 def to_result(payload: dict[str, Any]) -> StepResult[dict[str, Any]]:
-    return StepResult(observation=payload.get("observation", {}), reward=payload.get("reward"),
-                      done=bool(payload.get("done", False)), metadata=payload.get("metadata") or {})
+    return StepResult(
+        observation=payload.get("observation", {}),
+        reward=payload.get("reward"),
+        done=bool(payload.get("done", False)),
+        metadata=payload.get("metadata") or {},
+    )
 
 
 def ws_url(url: str) -> str:
     url = url.rstrip("/")
     for old, new in (("http://", "ws://"), ("https://", "wss://")):
         if url.startswith(old):
-            url = new + url[len(old):]
+            url = new + url[len(old) :]
     if not url.startswith(("ws://", "wss://")):
         raise ValueError(f"server URL must start with http://, https://, ws:// or wss://, got {url!r}")
     return url if url.endswith("/ws") else url + "/ws"
@@ -103,7 +122,7 @@ def http_url(url: str) -> str:
     url = url.rstrip("/")
     for old, new in (("ws://", "http://"), ("wss://", "https://")):
         if url.startswith(old):
-            url = new + url[len(old):]
+            url = new + url[len(old) :]
     if url.endswith("/ws"):
         url = url[:-3]
     if not url.startswith(("http://", "https://")):
@@ -137,8 +156,12 @@ def _http_reply(response: httpx.Response) -> dict[str, Any]:
         body = {"detail": response.text[:500]}
     if response.status_code >= 400:
         detail = body.get("detail") if isinstance(body, dict) else body
-        raise remote_error(f"HTTP {response.status_code}: {detail}", response.status_code, None,
-                           body if isinstance(body, dict) else None)
+        raise remote_error(
+            f"HTTP {response.status_code}: {detail}",
+            response.status_code,
+            None,
+            body if isinstance(body, dict) else None,
+        )
     return body
 
 
@@ -203,8 +226,11 @@ class HTTPEnvClient(EnvClient):
     """Stateful HTTP: ``/reset`` opens a session; later calls carry its ``X-Session-Id``."""
 
     def __init__(self, url: str, timeout_s: float = 30.0) -> None:
-        self.http = httpx.Client(base_url=http_url(url), timeout=timeout_s,
-                                 limits=httpx.Limits(max_keepalive_connections=4, keepalive_expiry=60))
+        self.http = httpx.Client(
+            base_url=http_url(url),
+            timeout=timeout_s,
+            limits=httpx.Limits(max_keepalive_connections=4, keepalive_expiry=60),
+        )
         self.session_id: str | None = None
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -287,8 +313,7 @@ class AsyncEnvClient:
         client = cls(url, transport, timeout_s)
         if transport == "ws":
             try:
-                client.ws = await ws_connect_async(ws_url(url), open_timeout=timeout_s, max_size=None,
-                                                   compression=None)
+                client.ws = await ws_connect_async(ws_url(url), open_timeout=timeout_s, max_size=None, compression=None)
             except OSError as exc:
                 raise ConnectionError(f"cannot connect to {ws_url(url)}: {exc}") from exc
         else:

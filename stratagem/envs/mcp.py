@@ -22,8 +22,11 @@ def handle(request: Any, spec: EnvSpec) -> dict[str, Any]:
     """One JSON-RPC request object in, one response object out; never raises."""
     if not isinstance(request, dict) or request.get("jsonrpc") != "2.0" or not isinstance(request.get("method"), str):
         rid = request.get("id") if isinstance(request, dict) else None
-        return _error(JsonRpc.INVALID_REQUEST, "Invalid Request: expected an object with jsonrpc='2.0' and a "
-                      "string 'method'", rid if isinstance(rid, (str, int)) else None)
+        return _error(
+            JsonRpc.INVALID_REQUEST,
+            "Invalid Request: expected an object with jsonrpc='2.0' and a string 'method'",
+            rid if isinstance(rid, (str, int)) else None,
+        )
     rid, method, params = request.get("id"), request["method"], request.get("params", {})
     if not isinstance(params, dict):
         return _error(JsonRpc.INVALID_PARAMS, "Invalid params: 'params' must be an object", rid)
@@ -43,8 +46,11 @@ def handle(request: Any, spec: EnvSpec) -> dict[str, Any]:
             return _error(JsonRpc.INVALID_PARAMS, "Invalid params: tools/call needs a string 'name'", rid)
         return _error(JsonRpc.INVALID_PARAMS, f"Tool not found: {name!r} (this environment exposes no tools)", rid)
     else:
-        return _error(JsonRpc.METHOD_NOT_FOUND, f"Method not found: {method!r}; supported: initialize, ping, "
-                      "tools/list, tools/call", rid)
+        return _error(
+            JsonRpc.METHOD_NOT_FOUND,
+            f"Method not found: {method!r}; supported: initialize, ping, tools/list, tools/call",
+            rid,
+        )
     return {"jsonrpc": "2.0", "result": result, "id": rid}
 
 

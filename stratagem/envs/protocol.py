@@ -77,7 +77,9 @@ def validation_messages(errors: list[dict[str, Any]]) -> str:
     parts = []
     for err in errors:
         where = ".".join(str(p) for p in err.get("loc", ())) or "body"
-        parts.append(f"{where}: {err.get('msg')} (got {err.get('input')!r})" if "input" in err else f"{where}: {err.get('msg')}")
+        parts.append(
+            f"{where}: {err.get('msg')} (got {err.get('input')!r})" if "input" in err else f"{where}: {err.get('msg')}"
+        )
     return "; ".join(parts)
 
 

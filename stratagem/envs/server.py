@@ -106,8 +106,13 @@ class BodyLimit:
         for key, value in scope["headers"]:
             if key == b"content-length" and value.isdigit() and int(value) > self.limit:
                 body = dumps({"detail": f"request body of {int(value)} bytes exceeds the limit of {self.limit}"})
-                await send({"type": "http.response.start", "status": 413,
-                            "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 413,
+                        "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+                    }
+                )
                 return await send({"type": "http.response.body", "body": body})
         seen = 0
 
@@ -135,7 +140,7 @@ def create_app(spec: EnvSpec | str, params: dict[str, Any] | None = None, limits
     cls = manager.env_class
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):  # noqa: ANN202
+    async def lifespan(app: FastAPI):
         await manager.start()
         yield
         await manager.stop()
@@ -187,13 +192,21 @@ def create_app(spec: EnvSpec | str, params: dict[str, Any] | None = None, limits
             return None
         session = manager.sessions.get(sid)
         if session is None or session.kind != "http":
-            raise ClientError(404, f"unknown session {sid!r}: it was closed, reaped after "
-                              f"{limits.session_timeout_s:g} s idle, or never existed; POST /reset without "
-                              f"{SESSION_HEADER} to start a new one")
+            raise ClientError(
+                404,
+                f"unknown session {sid!r}: it was closed, reaped after "
+                f"{limits.session_timeout_s:g} s idle, or never existed; POST /reset without "
+                f"{SESSION_HEADER} to start a new one",
+            )
         return session
 
-    async def on_env(session: Session | None, work: Callable[[Environment], Any], *, starts_episode: bool = False,
-                     timeout_s: float | None = None) -> Any:
+    async def on_env(
+        session: Session | None,
+        work: Callable[[Environment], Any],
+        *,
+        starts_episode: bool = False,
+        timeout_s: float | None = None,
+    ) -> Any:
         """Run work on the session's environment, or, with no session, on a throw-away one (OpenEnv)."""
         try:
             if session is None:
@@ -215,16 +228,29 @@ def create_app(spec: EnvSpec | str, params: dict[str, Any] | None = None, limits
         if spec.readme and spec.source:
             path = spec.source.parent / spec.readme
             readme = path.read_text() if path.is_file() else None
-        return {"name": spec.name, "description": spec.description, "version": spec.version,
-                "readme_content": readme, "author": spec.author, "documentation_url": spec.documentation_url}
+        return {
+            "name": spec.name,
+            "description": spec.description,
+            "version": spec.version,
+            "readme_content": readme,
+            "author": spec.author,
+            "documentation_url": spec.documentation_url,
+        }
 
     @app.get("/schema", tags=["Schema"])
     async def schema() -> dict[str, Any]:
-        return {"action": cls.action_type.model_json_schema(), "observation": cls.observation_type.model_json_schema(),
-                "state": cls.state_type.model_json_schema()}
+        return {
+            "action": cls.action_type.model_json_schema(),
+            "observation": cls.observation_type.model_json_schema(),
+            "state": cls.state_type.model_json_schema(),
+        }
 
-    @app.post("/reset", tags=["Environment Control"], openapi_extra=_body_doc(ResetRequest.model_json_schema()),
-              summary="Start an episode; opens a session unless X-Session-Id names one")
+    @app.post(
+        "/reset",
+        tags=["Environment Control"],
+        openapi_extra=_body_doc(ResetRequest.model_json_schema()),
+        summary="Start an episode; opens a session unless X-Session-Id names one",
+    )
     async def reset(request: Request) -> Response:
         req = validate(ResetRequest, await read_json(request))
         kwargs = req.model_dump(exclude_unset=True)
@@ -241,17 +267,21 @@ def create_app(spec: EnvSpec | str, params: dict[str, Any] | None = None, limits
                 raise env_errors_as_http(exc) from exc
         meta = {"session_id": session.id}
         try:
-            body = await on_env(session, lambda env: dumps(observation_payload(env.reset(**kwargs), meta)),
-                                starts_episode=True)
+            body = await on_env(
+                session, lambda env: dumps(observation_payload(env.reset(**kwargs), meta)), starts_episode=True
+            )
         except ClientError:
             if created:
                 await manager.close(session)
             raise
         return json_response(body, headers={SESSION_HEADER: session.id})
 
-    @app.post("/step", tags=["Environment Control"], openapi_extra=_body_doc(
-        StepRequest.model_json_schema(), action=cls.action_type.model_json_schema()),
-        summary="Apply one action to the session named by X-Session-Id")
+    @app.post(
+        "/step",
+        tags=["Environment Control"],
+        openapi_extra=_body_doc(StepRequest.model_json_schema(), action=cls.action_type.model_json_schema()),
+        summary="Apply one action to the session named by X-Session-Id",
+    )
     async def step(request: Request) -> Response:
         req = validate(StepRequest, await read_json(request))
         action = validate(cls.action_type, req.action, where="action")
@@ -314,8 +344,14 @@ def _body_doc(schema: dict[str, Any], action: dict[str, Any] | None = None) -> d
     return {"requestBody": {"required": False, "content": {"application/json": {"schema": schema}}}}
 
 
-def serve(spec: EnvSpec | str, host: str = "127.0.0.1", port: int = 8000, params: dict[str, Any] | None = None,
-          limits: Limits | None = None, log_level: str = "warning") -> None:
+def serve(
+    spec: EnvSpec | str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    params: dict[str, Any] | None = None,
+    limits: Limits | None = None,
+    log_level: str = "warning",
+) -> None:
     """Run the server in the foreground with uvicorn (uvloop and httptools when installed)."""
     import sys
 
@@ -324,10 +360,16 @@ def serve(spec: EnvSpec | str, host: str = "127.0.0.1", port: int = 8000, params
     limits = limits or Limits()
     app = create_app(spec, params, limits)
     name = app.state.manager.spec.name
-    print(f"serving {name!r} on http://{host}:{port} (WebSocket: ws://{host}:{port}/ws); Ctrl-C stops",
-          file=sys.stderr)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, ws_max_size=limits.max_body_bytes,
-                limit_concurrency=limits.max_sessions * 2 + 64, timeout_keep_alive=30)
+    print(f"serving {name!r} on http://{host}:{port} (WebSocket: ws://{host}:{port}/ws); Ctrl-C stops", file=sys.stderr)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        ws_max_size=limits.max_body_bytes,
+        limit_concurrency=limits.max_sessions * 2 + 64,
+        timeout_keep_alive=30,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -154,7 +154,11 @@ class SessionManager:
             raise StepTimeout(f"the environment did not answer within {deadline:g} s") from None
 
     async def call(
-        self, session: Session, work: Callable[[Environment], T], *, starts_episode: bool = False,
+        self,
+        session: Session,
+        work: Callable[[Environment], T],
+        *,
+        starts_episode: bool = False,
         timeout_s: float | None = None,
     ) -> T:
         """Run ``work(session.env)`` under the session's deadline; a timeout drops the env."""
@@ -199,5 +203,5 @@ def _keyword_params(fn: Callable[..., Any], skip: set[str]) -> set[str] | None:
 def _close_quietly(env: Environment) -> None:
     try:
         env.close()
-    except Exception:  # noqa: BLE001 - closing a discarded environment is best effort
+    except Exception:
         pass

@@ -80,7 +80,9 @@ class EnvSpec(BaseModel):
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            raise ManifestError(f"{self._where()}: entry_point module {module_name!r} cannot be imported: {exc}") from exc
+            raise ManifestError(
+                f"{self._where()}: entry_point module {module_name!r} cannot be imported: {exc}"
+            ) from exc
         cls = getattr(module, class_name, None)
         if not (inspect.isclass(cls) and issubclass(cls, Environment)):
             raise ManifestError(

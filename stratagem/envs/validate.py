@@ -61,8 +61,9 @@ def _step_result_shape(payload: Any, where: str) -> None:
 
 
 class Validator:
-    def __init__(self, url: str, action: dict[str, Any] | None = None, timeout_s: float = 10.0,
-                 max_steps: int = 5000) -> None:
+    def __init__(
+        self, url: str, action: dict[str, Any] | None = None, timeout_s: float = 10.0, max_steps: int = 5000
+    ) -> None:
         self.base, self.ws_base = http_url(url), ws_url(url)
         self.http = httpx.Client(base_url=self.base, timeout=timeout_s)
         self.timeout_s, self.max_steps = timeout_s, max_steps
@@ -135,13 +136,17 @@ class Validator:
         if not getattr(self, "session_id", None):
             raise Skipped("server is stateless over HTTP (OpenEnv 0.3.0 behaviour)")
         headers = {SESSION_HEADER: self.session_id}
-        payload = _json(self.http.post("/step", json={"action": self.action_for(self.first_observation)},
-                                       headers=headers))
+        payload = _json(
+            self.http.post("/step", json={"action": self.action_for(self.first_observation)}, headers=headers)
+        )
         _step_result_shape(payload, "/step")
         state = _json(self.http.get("/state", headers=headers))
         expect(state.get("step_count") == 1, f"step_count after one step is {state.get('step_count')!r}")
-        lost = self.http.post("/step", json={"action": self.action_for(self.first_observation)},
-                              headers={SESSION_HEADER: "no-such-session"})
+        lost = self.http.post(
+            "/step",
+            json={"action": self.action_for(self.first_observation)},
+            headers={SESSION_HEADER: "no-such-session"},
+        )
         expect(lost.status_code == 404, f"an unknown session got HTTP {lost.status_code}, expected 404")
         self.http.delete("/session", headers=headers)
         return "step + state on the session; 404 for an unknown one"
@@ -183,23 +188,35 @@ class Validator:
 
     def check_ws_errors(self) -> str:
         with self.ws() as conn:
-            for message, code in (("{not json", "INVALID_JSON"), ({"type": "dance"}, "UNKNOWN_TYPE"),
-                                  ({"type": "step", "data": {"no_such_field": 1}}, "VALIDATION_ERROR")):
+            for message, code in (
+                ("{not json", "INVALID_JSON"),
+                ({"type": "dance"}, "UNKNOWN_TYPE"),
+                ({"type": "step", "data": {"no_such_field": 1}}, "VALIDATION_ERROR"),
+            ):
                 reply = self.ws_call(conn, message)
                 got = reply.get("data", {}).get("code")
-                expect(reply["type"] == "error" and got == code, f"{message!r} answered {reply!r}, expected {code}"[:300])
+                expect(
+                    reply["type"] == "error" and got == code, f"{message!r} answered {reply!r}, expected {code}"[:300]
+                )
                 expect(isinstance(reply["data"].get("message"), str), "error frames need a 'message'")
             reply = self.ws_call(conn, {"type": "reset", "data": {}})
             expect(reply["type"] == "observation", "the connection did not survive the errors")
         return "INVALID_JSON, UNKNOWN_TYPE, VALIDATION_ERROR; connection survives"
 
     def checks(self) -> list[tuple[str, Callable[[], str]]]:
-        return [("GET /health", self.check_health), ("GET /metadata", self.check_metadata),
-                ("GET /schema", self.check_schema), ("GET /openapi.json", self.check_openapi),
-                ("POST /reset", self.check_reset), ("HTTP errors", self.check_http_errors),
-                ("HTTP session", self.check_http_session), ("GET /state", self.check_state),
-                ("POST /mcp", self.check_mcp), ("WS episode", self.check_ws_episode),
-                ("WS error frames", self.check_ws_errors)]
+        return [
+            ("GET /health", self.check_health),
+            ("GET /metadata", self.check_metadata),
+            ("GET /schema", self.check_schema),
+            ("GET /openapi.json", self.check_openapi),
+            ("POST /reset", self.check_reset),
+            ("HTTP errors", self.check_http_errors),
+            ("HTTP session", self.check_http_session),
+            ("GET /state", self.check_state),
+            ("POST /mcp", self.check_mcp),
+            ("WS episode", self.check_ws_episode),
+            ("WS error frames", self.check_ws_errors),
+        ]
 
     def run(self) -> list[CheckResult]:
         results = []

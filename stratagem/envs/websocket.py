@@ -29,8 +29,13 @@ from stratagem.envs.protocol import (
 from stratagem.envs.sessions import CapacityReached, FactoryFailed, SessionManager, StepTimeout, UnknownParameters
 from stratagem.envs.spec import EnvSpec
 
-ALLOWED_KEYS = {"reset": {"type", "data"}, "step": {"type", "data"}, "state": {"type"}, "close": {"type"},
-                "mcp": {"type", "data"}}
+ALLOWED_KEYS = {
+    "reset": {"type", "data"},
+    "step": {"type", "data"},
+    "state": {"type"},
+    "close": {"type"},
+    "mcp": {"type", "data"},
+}
 
 
 def _validation_frame(exc: ValidationError, where: str) -> bytes:
@@ -46,8 +51,9 @@ def _execution_frame(exc: BaseException) -> bytes:
     if isinstance(exc, EnvError):
         return error_frame(ErrorCode.EXECUTION_ERROR, str(exc), status=400)
     if isinstance(exc, StepTimeout):
-        return error_frame(ErrorCode.EXECUTION_ERROR, f"{exc}; the environment was dropped: send reset to continue",
-                           status=504)
+        return error_frame(
+            ErrorCode.EXECUTION_ERROR, f"{exc}; the environment was dropped: send reset to continue", status=504
+        )
     if isinstance(exc, FactoryFailed):
         return error_frame(ErrorCode.FACTORY_ERROR, str(exc), status=500)
     return error_frame(ErrorCode.EXECUTION_ERROR, f"the environment raised {type(exc).__name__}: {exc}", status=500)
@@ -57,15 +63,19 @@ async def serve_websocket(websocket: WebSocket, manager: SessionManager, spec: E
     await websocket.accept()
 
     async def reaped() -> None:
-        frame = error_frame(ErrorCode.SESSION_ERROR, f"session closed after {manager.limits.session_timeout_s:g} s "
-                            "idle; reconnect to start again", status=408)
+        frame = error_frame(
+            ErrorCode.SESSION_ERROR,
+            f"session closed after {manager.limits.session_timeout_s:g} s idle; reconnect to start again",
+            status=408,
+        )
         await _send_and_close(websocket, frame)
 
     try:
         session = await manager.create("ws", on_reap=reaped)
     except CapacityReached as exc:
-        frame = error_frame(ErrorCode.CAPACITY_REACHED, str(exc), active_sessions=exc.active,
-                            max_sessions=exc.limit, status=503)
+        frame = error_frame(
+            ErrorCode.CAPACITY_REACHED, str(exc), active_sessions=exc.active, max_sessions=exc.limit, status=503
+        )
         return await _send_and_close(websocket, frame)
     except Exception as exc:  # the environment could not be built
         return await _send_and_close(websocket, error_frame(ErrorCode.FACTORY_ERROR, str(exc), status=500))
@@ -94,20 +104,30 @@ async def _handle(raw: str | bytes, session: Any, manager: SessionManager, spec:
     except orjson.JSONDecodeError as exc:
         return error_frame(ErrorCode.INVALID_JSON, f"Invalid JSON: {exc}", status=422)
     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
-        return error_frame(ErrorCode.VALIDATION_ERROR, "a message must be a JSON object with a string 'type': "
-                           "reset, step, state, close or mcp", status=422)
+        return error_frame(
+            ErrorCode.VALIDATION_ERROR,
+            "a message must be a JSON object with a string 'type': reset, step, state, close or mcp",
+            status=422,
+        )
     kind = msg["type"]
     if kind not in ALLOWED_KEYS:
-        return error_frame(ErrorCode.UNKNOWN_TYPE, f"Unknown message type: {kind!r}; expected reset, step, state, "
-                           "close or mcp", status=422)
+        return error_frame(
+            ErrorCode.UNKNOWN_TYPE,
+            f"Unknown message type: {kind!r}; expected reset, step, state, close or mcp",
+            status=422,
+        )
     extra = sorted(set(msg) - ALLOWED_KEYS[kind])
     if extra:
-        return error_frame(ErrorCode.VALIDATION_ERROR, f"unexpected key(s) {extra} in a {kind!r} message; allowed: "
-                           f"{sorted(ALLOWED_KEYS[kind])}", status=422)
+        return error_frame(
+            ErrorCode.VALIDATION_ERROR,
+            f"unexpected key(s) {extra} in a {kind!r} message; allowed: {sorted(ALLOWED_KEYS[kind])}",
+            status=422,
+        )
     data = msg.get("data", {} if kind in ("reset", "mcp") else None)
     if kind in ("reset", "step", "mcp") and not isinstance(data, dict):
-        return error_frame(ErrorCode.VALIDATION_ERROR, f"'data' of a {kind!r} message must be a JSON object",
-                           status=422)
+        return error_frame(
+            ErrorCode.VALIDATION_ERROR, f"'data' of a {kind!r} message must be a JSON object", status=422
+        )
     if kind == "close":
         return None
     if kind == "mcp":
@@ -116,12 +136,14 @@ async def _handle(raw: str | bytes, session: Any, manager: SessionManager, spec:
         if kind == "reset":
             kwargs = ResetRequest.model_validate(data).model_dump(exclude_unset=True)
             manager.check_kwargs("reset", kwargs)
-            return await manager.call(session, lambda env: _frame("observation", observation_payload(
-                env.reset(**kwargs))), starts_episode=True)
+            return await manager.call(
+                session,
+                lambda env: _frame("observation", observation_payload(env.reset(**kwargs))),
+                starts_episode=True,
+            )
         if kind == "step":
             action = manager.env_class.action_type.model_validate(data)
-            return await manager.call(session, lambda env: _frame("observation", observation_payload(
-                env.step(action))))
+            return await manager.call(session, lambda env: _frame("observation", observation_payload(env.step(action))))
         return await manager.call(session, lambda env: _frame("state", env.state.model_dump()))
     except ValidationError as exc:
         return _validation_frame(exc, "data")

@@ -64,7 +64,7 @@ class BlockingWebSocket:
             if chunk:
                 self.sock.sendall(chunk)
 
-    def _next_event(self):  # noqa: ANN202 - a websockets Frame or Response
+    def _next_event(self):
         while not self._events:
             if self.protocol.state is State.CLOSED:
                 raise self.protocol.close_exc

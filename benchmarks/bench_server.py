@@ -1,0 +1,172 @@
+"""Steps per second for 2048: in-process, stateful HTTP (httpx keep-alive), WebSocket.
+
+    python benchmarks/bench_server.py [--seconds 3] [--repeats 3]
+
+Each server runs in its own process (``stratagem serve``); clients play whole episodes with
+the first legal move. Baseline in the same run: OpenEnv 0.3.0's own server serving the
+same rules (tests/openenv_twin.py), driven by our client and by OpenEnv's client. Each cell
+is the median of ``--repeats`` runs; the machine is shared, so compare ratios, not absolutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from stratagem.envs.client import AsyncEnvClient, EnvClient  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
+
+
+def start(command: list[str]) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [*command, str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(url + "/health", timeout=1)
+            return proc, url
+        except httpx.HTTPError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"server {command} did not start") from None
+            time.sleep(0.1)
+
+
+STRATAGEM = [sys.executable, "-m", "stratagem.cli", "serve", "2048", "--max-sessions", "64", "--port"]
+OPENENV = [
+    sys.executable,
+    "-c",
+    "import sys, uvicorn; from tests.openenv_twin import make_app; "
+    "uvicorn.run(make_app(), port=int(sys.argv[1]), log_level='error')",
+]
+
+
+def sync_rate(env: EnvClient, seconds: float) -> float:
+    steps, seed, t0 = 0, 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        r = env.reset(seed=seed)
+        seed += 1
+        while not r.done:
+            r = env.step({"action_id": r.observation["legal_actions"][0]})
+            steps += 1
+    return steps / (time.perf_counter() - t0)
+
+
+def openenv_client_rate(url: str, seconds: float) -> float:
+    from openenv.core.generic_client import GenericEnvClient
+
+    with GenericEnvClient(base_url=url).sync() as env:
+        steps, seed, t0 = 0, 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            r = env.reset(seed=seed)
+            seed += 1
+            while not r.done:
+                r = env.step({"action_id": r.observation["legal_actions"][0]})
+                steps += 1
+    return steps / (time.perf_counter() - t0)
+
+
+def concurrent_rate(url: str, transport: str, clients: int, seconds: float) -> float:
+    async def one(index: int, stop_at: float) -> int:
+        async with await AsyncEnvClient.connect(url, transport=transport) as env:
+            steps, seed = 0, index * 1_000_000
+            while time.perf_counter() < stop_at:
+                r = await env.reset(seed=seed)
+                seed += 1
+                while not r.done and time.perf_counter() < stop_at:
+                    r = await env.step({"action_id": r.observation["legal_actions"][0]})
+                    steps += 1
+            return steps
+
+    async def main() -> float:
+        t0 = time.perf_counter()
+        counts = await asyncio.gather(*(one(i, t0 + seconds) for i in range(clients)))
+        return sum(counts) / (time.perf_counter() - t0)
+
+    return asyncio.run(main())
+
+
+def median_of(repeats: int, measure: Callable[[], float]) -> float:
+    return statistics.median(measure() for _ in range(repeats))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of one measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="measurements per cell (median reported)")
+    args = parser.parse_args()
+    s, r = args.seconds, args.repeats
+
+    ours_proc, ours = start(STRATAGEM)
+    theirs_proc, theirs = start(OPENENV)
+    rows: list[tuple[str, int, float, float | None]] = []
+    try:
+        local = median_of(r, lambda: sync_rate(EnvClient.local("2048"), s))
+        rows.append(("in-process (EnvClient.local)", 1, local, None))
+        for clients in (1, 16):
+            base_ws = median_of(
+                r,
+                lambda c=clients: (
+                    sync_rate(EnvClient.connect(theirs), s) if c == 1 else concurrent_rate(theirs, "ws", c, s)
+                ),
+            )
+            rows.append(("OpenEnv 0.3.0 server, WebSocket (baseline)", clients, base_ws, 1.0))
+            if clients == 1:
+                rows.append(
+                    (
+                        "OpenEnv 0.3.0 server + OpenEnv client, WebSocket",
+                        1,
+                        median_of(r, lambda: openenv_client_rate(theirs, s)),
+                        None,
+                    )
+                )
+            for transport, label in (("ws", "stratagem server, WebSocket"), ("http", "stratagem server, HTTP session")):
+                rate = median_of(
+                    r,
+                    lambda t=transport, c=clients: (
+                        sync_rate(EnvClient.connect(ours, transport=t), s) if c == 1 else concurrent_rate(ours, t, c, s)
+                    ),
+                )
+                rows.append((label, clients, rate, rate / base_ws))
+    finally:
+        ours_proc.terminate()
+        theirs_proc.terminate()
+
+    for i, (label, clients, rate, ratio) in enumerate(rows):
+        if ratio is None and i > 0:
+            base = next(x[2] for x in rows if x[1] == clients and x[3] == 1.0)
+            rows[i] = (label, clients, rate, rate / base)
+    print(
+        f"2048 steps/s on {os.cpu_count()} cores, median of {r} x {s:g} s (ratio vs OpenEnv server, WS, same clients)"
+    )
+    print(f"{'transport':<52} {'clients':>7} {'steps/s':>9} {'ratio':>7}")
+    for label, clients, rate, ratio in rows:
+        print(f"{label:<52} {clients:>7} {rate:>9.0f} {'' if ratio is None else f'{ratio:.2f}x':>7}")
+    ws1 = next(x[2] for x in rows if x[0] == "stratagem server, WebSocket" and x[1] == 1)
+    http_best = max(x[2] for x in rows if x[0] == "stratagem server, HTTP session")
+    print(
+        f"targets: WebSocket 1 client >= 3000: {ws1:.0f} {'met' if ws1 >= 3000 else 'NOT met'}; "
+        f"HTTP sessions >= 1500: {http_best:.0f} {'met' if http_best >= 1500 else 'NOT met'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
