@@ -4,8 +4,10 @@
 
 Each server runs in its own process (``stratagem serve``); clients play whole episodes with
 the first legal move. Baseline in the same run: OpenEnv 0.3.0's own server serving the
-same rules (tests/openenv_twin.py), driven by our client and by OpenEnv's client. Each cell
-is the median of ``--repeats`` runs; the machine is shared, so compare ratios, not absolutes.
+same rules (tests/openenv_twin.py), driven by our client and by OpenEnv's client, and two
+ceilings: uvicorn echoing WebSocket messages with no environment, and httpx alone against an
+endpoint that does nothing. Concurrent clients run on uvloop, as the servers do. Each cell is
+the median of ``--repeats`` runs; the machine is shared, so compare ratios, not absolutes.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import uvloop
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -51,6 +54,28 @@ def start(command: list[str]) -> tuple[subprocess.Popen, str]:
 
 
 STRATAGEM = [sys.executable, "-m", "stratagem.cli", "serve", "2048", "--max-sessions", "64", "--port"]
+ECHO = [
+    sys.executable,
+    "-c",
+    """
+import sys, uvicorn
+async def app(scope, receive, send):  # WebSocket echo + /health: the transport with no environment behind it
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        return await send({"type": "http.response.body", "body": b"{}"})
+    await receive()
+    await send({"type": "websocket.accept"})
+    while (message := await receive())["type"] != "websocket.disconnect":
+        await send({"type": "websocket.send", "text": message.get("text") or ""})
+uvicorn.run(app, port=int(sys.argv[1]), log_level="error")
+""",
+]
 OPENENV = [
     sys.executable,
     "-c",
@@ -68,6 +93,30 @@ def sync_rate(env: EnvClient, seconds: float) -> float:
             r = env.step({"action_id": r.observation["legal_actions"][0]})
             steps += 1
     return steps / (time.perf_counter() - t0)
+
+
+def echo_rate(url: str, seconds: float) -> float:
+    """Round trips/s of a step-sized message through uvicorn with nothing behind it."""
+    from stratagem.envs.wsclient import BlockingWebSocket
+
+    ws = BlockingWebSocket(url.replace("http://", "ws://") + "/ws")
+    message, n, t0 = '{"type":"step","data":{"action_id":1}}', 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        ws.send(message)
+        ws.recv()
+        n += 1
+    ws.close()
+    return n / (time.perf_counter() - t0)
+
+
+def httpx_rate(url: str, seconds: float) -> float:
+    """Requests/s of httpx alone (keep-alive, tiny body) against a server that does nothing."""
+    with httpx.Client() as client:
+        target, n, t0 = httpx.URL(url + "/health"), 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            client.post(target, content=b'{"action":{"action_id":1}}')
+            n += 1
+    return n / (time.perf_counter() - t0)
 
 
 def openenv_client_rate(url: str, seconds: float) -> float:
@@ -101,7 +150,7 @@ def concurrent_rate(url: str, transport: str, clients: int, seconds: float) -> f
         counts = await asyncio.gather(*(one(i, t0 + seconds) for i in range(clients)))
         return sum(counts) / (time.perf_counter() - t0)
 
-    return asyncio.run(main())
+    return uvloop.run(main())
 
 
 def median_of(repeats: int, measure: Callable[[], float]) -> float:
@@ -117,10 +166,13 @@ def main() -> None:
 
     ours_proc, ours = start(STRATAGEM)
     theirs_proc, theirs = start(OPENENV)
+    echo_proc, echo = start(ECHO)
     rows: list[tuple[str, int, float, float | None]] = []
     try:
         local = median_of(r, lambda: sync_rate(EnvClient.local("2048"), s))
         rows.append(("in-process (EnvClient.local)", 1, local, None))
+        rows.append(("ceiling: uvicorn WS echo, no environment", 1, median_of(r, lambda: echo_rate(echo, s)), None))
+        rows.append(("ceiling: httpx alone, no environment", 1, median_of(r, lambda: httpx_rate(echo, s)), None))
         for clients in (1, 16):
             base_ws = median_of(
                 r,
@@ -147,11 +199,11 @@ def main() -> None:
                 )
                 rows.append((label, clients, rate, rate / base_ws))
     finally:
-        ours_proc.terminate()
-        theirs_proc.terminate()
+        for proc in (ours_proc, theirs_proc, echo_proc):
+            proc.terminate()
 
     for i, (label, clients, rate, ratio) in enumerate(rows):
-        if ratio is None and i > 0:
+        if ratio is None and not label.startswith("in-process"):
             base = next(x[2] for x in rows if x[1] == clients and x[3] == 1.0)
             rows[i] = (label, clients, rate, rate / base)
     print(

@@ -16,6 +16,7 @@ is an ``InvalidAction`` here exactly as it is in-process.
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import httpx
@@ -130,6 +131,16 @@ def http_url(url: str) -> str:
     return url
 
 
+# Requests go out as soon as they are written (headers and body are separate writes in httpx).
+NO_DELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+
+
+def _route_urls(url: str) -> dict[str, httpx.URL]:
+    """Absolute URLs parsed once: httpx would otherwise merge and re-parse them per request."""
+    base = http_url(url)
+    return {path: httpx.URL(base + path) for path in ("/reset", "/step", "/state", "/session")}
+
+
 def _reset_body(seed: int | None, episode_id: str | None, kwargs: dict[str, Any]) -> dict[str, Any]:
     body = dict(kwargs)
     if seed is not None:
@@ -226,18 +237,15 @@ class HTTPEnvClient(EnvClient):
     """Stateful HTTP: ``/reset`` opens a session; later calls carry its ``X-Session-Id``."""
 
     def __init__(self, url: str, timeout_s: float = 30.0) -> None:
-        self.http = httpx.Client(
-            base_url=http_url(url),
-            timeout=timeout_s,
-            limits=httpx.Limits(max_keepalive_connections=4, keepalive_expiry=60),
-        )
+        self.urls = _route_urls(url)
+        self.http = httpx.Client(timeout=timeout_s, transport=httpx.HTTPTransport(socket_options=NO_DELAY))
         self.session_id: str | None = None
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         headers = {"content-type": "application/json"}
         if self.session_id:
             headers[SESSION_HEADER] = self.session_id
-        return _http_reply(self.http.post(path, content=dumps(body), headers=headers))
+        return _http_reply(self.http.post(self.urls[path], content=dumps(body), headers=headers))
 
     def reset(self, seed: int | None = None, episode_id: str | None = None, **kwargs: Any) -> StepResult:
         payload = self._post("/reset", _reset_body(seed, episode_id, kwargs))
@@ -249,12 +257,12 @@ class HTTPEnvClient(EnvClient):
 
     def state(self) -> dict[str, Any]:
         headers = {SESSION_HEADER: self.session_id} if self.session_id else {}
-        return _http_reply(self.http.get("/state", headers=headers))
+        return _http_reply(self.http.get(self.urls["/state"], headers=headers))
 
     def close(self) -> None:
         if self.session_id:
             try:
-                self.http.delete("/session", headers={SESSION_HEADER: self.session_id})
+                self.http.delete(self.urls["/session"], headers={SESSION_HEADER: self.session_id})
             except httpx.HTTPError:
                 pass  # the server is gone; its reaper would have closed the session anyway
             self.session_id = None
@@ -304,6 +312,7 @@ class AsyncEnvClient:
         if transport not in ("ws", "http"):
             raise ValueError(f"transport must be 'ws' or 'http', got {transport!r}")
         self.url, self.transport, self.timeout_s = url, transport, timeout_s
+        self.urls = _route_urls(url)
         self.ws: Any = None
         self.http: httpx.AsyncClient | None = None
         self.session_id: str | None = None
@@ -317,7 +326,9 @@ class AsyncEnvClient:
             except OSError as exc:
                 raise ConnectionError(f"cannot connect to {ws_url(url)}: {exc}") from exc
         else:
-            client.http = httpx.AsyncClient(base_url=http_url(url), timeout=timeout_s)
+            client.http = httpx.AsyncClient(
+                timeout=timeout_s, transport=httpx.AsyncHTTPTransport(socket_options=NO_DELAY)
+            )
         return client
 
     async def _ws_call(self, message: dict[str, Any], expected: str) -> dict[str, Any]:
@@ -326,7 +337,7 @@ class AsyncEnvClient:
             return _ws_reply(await asyncio.wait_for(self.ws.recv(), self.timeout_s), expected)
         except ConnectionClosed as exc:
             raise SessionLost(f"the server closed the connection: {exc}") from exc
-        except TimeoutError as exc:
+        except asyncio.TimeoutError as exc:  # not yet TimeoutError on Python 3.10
             raise ServerTimeout(f"no reply within {self.timeout_s:g} s") from exc
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -334,7 +345,7 @@ class AsyncEnvClient:
         if self.session_id:
             headers[SESSION_HEADER] = self.session_id
         assert self.http is not None
-        return _http_reply(await self.http.post(path, content=dumps(body), headers=headers))
+        return _http_reply(await self.http.post(self.urls[path], content=dumps(body), headers=headers))
 
     async def reset(self, seed: int | None = None, episode_id: str | None = None, **kwargs: Any) -> StepResult:
         body = _reset_body(seed, episode_id, kwargs)
@@ -354,7 +365,7 @@ class AsyncEnvClient:
             return await self._ws_call({"type": "state"}, "state")
         assert self.http is not None
         headers = {SESSION_HEADER: self.session_id} if self.session_id else {}
-        return _http_reply(await self.http.get("/state", headers=headers))
+        return _http_reply(await self.http.get(self.urls["/state"], headers=headers))
 
     async def close(self) -> None:
         if self.ws is not None:
@@ -366,7 +377,7 @@ class AsyncEnvClient:
         if self.http is not None:
             if self.session_id:
                 try:
-                    await self.http.delete("/session", headers={SESSION_HEADER: self.session_id})
+                    await self.http.delete(self.urls["/session"], headers={SESSION_HEADER: self.session_id})
                 except httpx.HTTPError:
                     pass
             await self.http.aclose()

@@ -32,7 +32,7 @@ class StepTimeout(BaseException):
 
 
 class Watchdog:
-    def __init__(self, poll_s: float = 0.005) -> None:
+    def __init__(self, poll_s: float = 0.01) -> None:
         self.poll_s = poll_s
         self._lock = threading.Lock()
         self._armed: tuple[int, float, int] | None = None  # (thread id, deadline, token)

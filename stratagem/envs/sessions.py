@@ -150,7 +150,7 @@ class SessionManager:
         future = asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
         try:
             return await asyncio.wait_for(future, deadline)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not yet TimeoutError on Python 3.10
             raise StepTimeout(f"the environment did not answer within {deadline:g} s") from None
 
     async def call(
