@@ -10,25 +10,16 @@ call the same functions), so ``/openapi.json`` documents them.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 import orjson
-from pydantic import BaseModel, ValidationError
 
-from stratagem.envs.core import EnvError, Environment, EpisodeNotActive, InvalidAction
+from stratagem.envs.core import Environment
 from stratagem.envs.deadline import StepTimeout
-from stratagem.envs.protocol import (
-    SESSION_HEADER,
-    ResetRequest,
-    StepRequest,
-    dumps,
-    jsonable_errors,
-    observation_payload,
-    validation_messages,
-)
-from stratagem.envs.sessions import CapacityReached, FactoryFailed, Session, SessionManager, UnknownParameters
+from stratagem.envs.errors import ClientError, as_client_error, validate
+from stratagem.envs.protocol import SESSION_HEADER, ResetRequest, StepRequest, dumps, observation_payload
+from stratagem.envs.sessions import Session, SessionManager
 
-M = TypeVar("M", bound=BaseModel)
 _SESSION_KEY = SESSION_HEADER.lower().encode()
 
 
@@ -38,47 +29,8 @@ class Reply(NamedTuple):
     session_id: str | None = None
 
 
-class ClientError(Exception):
-    """Becomes an error reply: ``{"detail": message, ...extra}``."""
-
-    def __init__(self, status: int, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status, self.message, self.extra = status, message, extra
-
-    def reply(self) -> Reply:
-        return Reply(self.status, dumps({"detail": self.message, **self.extra}))
-
-
-def validate(model: type[M], data: Any, where: str = "body") -> M:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        errors = [{**e, "loc": (where, *e["loc"])} for e in jsonable_errors(exc.errors())]
-        raise ClientError(422, validation_messages(errors), errors=errors) from None
-
-
-def as_client_error(exc: BaseException) -> ClientError:
-    """One mapping from environment-side failures to HTTP statuses."""
-    if isinstance(exc, ClientError):
-        return exc
-    if isinstance(exc, InvalidAction):
-        return ClientError(422, str(exc))
-    if isinstance(exc, EpisodeNotActive):
-        return ClientError(409, str(exc))
-    if isinstance(exc, EnvError):
-        return ClientError(400, str(exc))
-    if isinstance(exc, ValidationError):
-        errors = jsonable_errors(exc.errors())
-        return ClientError(422, validation_messages(errors), errors=errors)
-    if isinstance(exc, UnknownParameters):
-        return ClientError(422, str(exc))
-    if isinstance(exc, CapacityReached):
-        return ClientError(503, str(exc), active_sessions=exc.active, max_sessions=exc.limit)
-    if isinstance(exc, StepTimeout):
-        return ClientError(504, f"{exc}; the session's environment was dropped: call reset to continue")
-    if isinstance(exc, FactoryFailed):
-        return ClientError(500, str(exc))
-    return ClientError(500, f"the environment raised {type(exc).__name__}: {exc}")
+def error_reply(error: ClientError) -> Reply:
+    return Reply(error.status, error.body())
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
@@ -136,7 +88,7 @@ class EnvRoutes:
             if session is None:
                 session = await self.manager.create("http")
         except Exception as exc:
-            return as_client_error(exc).reply()
+            return error_reply(as_client_error(exc))
         meta = {"session_id": session.id}
         try:
             body = await self.on_env(
@@ -145,7 +97,7 @@ class EnvRoutes:
         except ClientError as exc:
             if created:
                 await self.manager.close(session)
-            return exc.reply()
+            return error_reply(exc)
         return Reply(200, body, session.id)
 
     async def step(self, sid: str | None, raw: bytes) -> Reply:
@@ -167,22 +119,22 @@ class EnvRoutes:
             error = as_client_error(exc)
             if sid is None and error.status == 409:
                 error.message += f"; over HTTP, send the {SESSION_HEADER} header that POST /reset returned"
-            return error.reply()
+            return error_reply(error)
         return Reply(200, body, sid)
 
     async def state(self, sid: str | None, raw: bytes = b"") -> Reply:
         try:
             return Reply(200, await self.on_env(self.session(sid), lambda env: dumps(env.state.model_dump())), sid)
         except ClientError as exc:
-            return exc.reply()
+            return error_reply(exc)
 
     async def close(self, sid: str | None, raw: bytes = b"") -> Reply:
         if sid is None:
-            return ClientError(422, f"DELETE /session needs the {SESSION_HEADER} header").reply()
+            return error_reply(ClientError(422, f"DELETE /session needs the {SESSION_HEADER} header"))
         try:
             session = self.session(sid)
         except ClientError as exc:
-            return exc.reply()
+            return error_reply(exc)
         await self.manager.close(session)
         return Reply(200, dumps({"session_id": sid, "closed": True}))
 

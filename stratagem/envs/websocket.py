@@ -12,21 +12,14 @@ from typing import Any
 
 import orjson
 from fastapi import WebSocket
-from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from stratagem.envs import mcp
-from stratagem.envs.core import EnvError, EpisodeNotActive, InvalidAction
-from stratagem.envs.protocol import (
-    ErrorCode,
-    ResetRequest,
-    dumps,
-    error_frame,
-    jsonable_errors,
-    observation_payload,
-    validation_messages,
-)
-from stratagem.envs.sessions import CapacityReached, FactoryFailed, SessionManager, StepTimeout, UnknownParameters
+from stratagem.envs.core import InvalidAction
+from stratagem.envs.deadline import StepTimeout
+from stratagem.envs.errors import as_client_error, validate
+from stratagem.envs.protocol import ErrorCode, ResetRequest, dumps, error_frame, observation_payload
+from stratagem.envs.sessions import CapacityReached, FactoryFailed, SessionManager
 from stratagem.envs.spec import EnvSpec
 
 ALLOWED_KEYS = {
@@ -38,25 +31,16 @@ ALLOWED_KEYS = {
 }
 
 
-def _validation_frame(exc: ValidationError, where: str) -> bytes:
-    errors = [{**e, "loc": (where, *e["loc"])} for e in jsonable_errors(exc.errors())]
-    return error_frame(ErrorCode.VALIDATION_ERROR, validation_messages(errors), errors=errors, status=422)
-
-
-def _execution_frame(exc: BaseException) -> bytes:
-    if isinstance(exc, InvalidAction):
-        return error_frame(ErrorCode.EXECUTION_ERROR, str(exc), status=422)
-    if isinstance(exc, EpisodeNotActive):
-        return error_frame(ErrorCode.EXECUTION_ERROR, str(exc), status=409)
-    if isinstance(exc, EnvError):
-        return error_frame(ErrorCode.EXECUTION_ERROR, str(exc), status=400)
-    if isinstance(exc, StepTimeout):
-        return error_frame(
-            ErrorCode.EXECUTION_ERROR, f"{exc}; the environment was dropped: send reset to continue", status=504
-        )
+def _error(exc: BaseException) -> bytes:
+    """An error frame for a failed reset/step/state: OpenEnv's code plus the HTTP status."""
+    error = as_client_error(exc)
     if isinstance(exc, FactoryFailed):
-        return error_frame(ErrorCode.FACTORY_ERROR, str(exc), status=500)
-    return error_frame(ErrorCode.EXECUTION_ERROR, f"the environment raised {type(exc).__name__}: {exc}", status=500)
+        code = ErrorCode.FACTORY_ERROR
+    elif error.status == 422 and not isinstance(exc, InvalidAction):
+        code = ErrorCode.VALIDATION_ERROR  # the message itself was malformed
+    else:
+        code = ErrorCode.EXECUTION_ERROR  # well-formed, but the environment refused or failed
+    return error_frame(code, error.message, status=error.status, **error.extra)
 
 
 async def serve_websocket(websocket: WebSocket, manager: SessionManager, spec: EnvSpec) -> None:
@@ -134,7 +118,7 @@ async def _handle(raw: str | bytes, session: Any, manager: SessionManager, spec:
         return dumps({"type": "mcp", "data": mcp.handle(data, spec)})
     try:
         if kind == "reset":
-            kwargs = ResetRequest.model_validate(data).model_dump(exclude_unset=True)
+            kwargs = validate(ResetRequest, data, where="data").model_dump(exclude_unset=True)
             manager.check_kwargs("reset", kwargs)
             return await manager.call(
                 session,
@@ -142,15 +126,11 @@ async def _handle(raw: str | bytes, session: Any, manager: SessionManager, spec:
                 starts_episode=True,
             )
         if kind == "step":
-            action = manager.env_class.action_type.model_validate(data)
+            action = validate(manager.env_class.action_type, data, where="data")
             return await manager.call(session, lambda env: _frame("observation", observation_payload(env.step(action))))
         return await manager.call(session, lambda env: _frame("state", env.state.model_dump()))
-    except ValidationError as exc:
-        return _validation_frame(exc, "data")
-    except UnknownParameters as exc:
-        return error_frame(ErrorCode.VALIDATION_ERROR, str(exc), status=422)
     except (Exception, StepTimeout) as exc:
-        return _execution_frame(exc)
+        return _error(exc)
 
 
 def _frame(kind: str, data: dict[str, Any]) -> bytes:
