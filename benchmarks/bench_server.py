@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvloop
@@ -84,15 +85,20 @@ OPENENV = [
 ]
 
 
-def sync_rate(env: EnvClient, seconds: float) -> float:
-    steps, seed, t0 = 0, 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        r = env.reset(seed=seed)
-        seed += 1
-        while not r.done:
-            r = env.step({"action_id": r.observation["legal_actions"][0]})
-            steps += 1
-    return steps / (time.perf_counter() - t0)
+BASELINE = "OpenEnv 0.3.0 server, WebSocket (baseline)"
+
+
+def sync_rate(connect: Callable[[], Any], seconds: float) -> float:
+    """Steps/s of one client (ours or OpenEnv's: the same reset/step/observation shape)."""
+    with connect() as env:
+        steps, seed, t0 = 0, 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            r = env.reset(seed=seed)
+            seed += 1
+            while not r.done:
+                r = env.step({"action_id": r.observation["legal_actions"][0]})
+                steps += 1
+        return steps / (time.perf_counter() - t0)
 
 
 def echo_rate(url: str, seconds: float) -> float:
@@ -119,18 +125,10 @@ def httpx_rate(url: str, seconds: float) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def openenv_client_rate(url: str, seconds: float) -> float:
+def openenv_client(url: str) -> Any:
     from openenv.core.generic_client import GenericEnvClient
 
-    with GenericEnvClient(base_url=url).sync() as env:
-        steps, seed, t0 = 0, 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            r = env.reset(seed=seed)
-            seed += 1
-            while not r.done:
-                r = env.step({"action_id": r.observation["legal_actions"][0]})
-                steps += 1
-    return steps / (time.perf_counter() - t0)
+    return GenericEnvClient(base_url=url).sync()
 
 
 def concurrent_rate(url: str, transport: str, clients: int, seconds: float) -> float:
@@ -164,56 +162,43 @@ def main() -> None:
     args = parser.parse_args()
     s, r = args.seconds, args.repeats
 
-    ours_proc, ours = start(STRATAGEM)
-    theirs_proc, theirs = start(OPENENV)
-    echo_proc, echo = start(ECHO)
-    rows: list[tuple[str, int, float, float | None]] = []
+    servers = {name: start(command) for name, command in (("ours", STRATAGEM), ("openenv", OPENENV), ("echo", ECHO))}
+    url = {name: server[1] for name, server in servers.items()}
+
+    def episodes(name: str, transport: str, clients: int) -> float:
+        """Median steps/s of ``clients`` of our clients playing on server ``name``."""
+        if clients == 1:
+            return median_of(r, lambda: sync_rate(lambda: EnvClient.connect(url[name], transport=transport), s))
+        return median_of(r, lambda: concurrent_rate(url[name], transport, clients, s))
+
+    rows: list[tuple[str, int, float]] = []  # (what, clients, steps/s)
     try:
-        local = median_of(r, lambda: sync_rate(EnvClient.local("2048"), s))
-        rows.append(("in-process (EnvClient.local)", 1, local, None))
-        rows.append(("ceiling: uvicorn WS echo, no environment", 1, median_of(r, lambda: echo_rate(echo, s)), None))
-        rows.append(("ceiling: httpx alone, no environment", 1, median_of(r, lambda: httpx_rate(echo, s)), None))
+        rows.append(
+            ("in-process (EnvClient.local)", 1, median_of(r, lambda: sync_rate(lambda: EnvClient.local("2048"), s)))
+        )
+        rows.append(("ceiling: uvicorn WS echo, no environment", 1, median_of(r, lambda: echo_rate(url["echo"], s))))
+        rows.append(("ceiling: httpx alone, no environment", 1, median_of(r, lambda: httpx_rate(url["echo"], s))))
         for clients in (1, 16):
-            base_ws = median_of(
-                r,
-                lambda c=clients: (
-                    sync_rate(EnvClient.connect(theirs), s) if c == 1 else concurrent_rate(theirs, "ws", c, s)
-                ),
-            )
-            rows.append(("OpenEnv 0.3.0 server, WebSocket (baseline)", clients, base_ws, 1.0))
+            rows.append((BASELINE, clients, episodes("openenv", "ws", clients)))
             if clients == 1:
-                rows.append(
-                    (
-                        "OpenEnv 0.3.0 server + OpenEnv client, WebSocket",
-                        1,
-                        median_of(r, lambda: openenv_client_rate(theirs, s)),
-                        None,
-                    )
-                )
-            for transport, label in (("ws", "stratagem server, WebSocket"), ("http", "stratagem server, HTTP session")):
-                rate = median_of(
-                    r,
-                    lambda t=transport, c=clients: (
-                        sync_rate(EnvClient.connect(ours, transport=t), s) if c == 1 else concurrent_rate(ours, t, c, s)
-                    ),
-                )
-                rows.append((label, clients, rate, rate / base_ws))
+                openenv_stack = median_of(r, lambda: sync_rate(lambda: openenv_client(url["openenv"]), s))
+                rows.append(("OpenEnv 0.3.0 server + OpenEnv client, WebSocket", 1, openenv_stack))
+            rows.append(("stratagem server, WebSocket", clients, episodes("ours", "ws", clients)))
+            rows.append(("stratagem server, HTTP session", clients, episodes("ours", "http", clients)))
     finally:
-        for proc in (ours_proc, theirs_proc, echo_proc):
+        for proc, _ in servers.values():
             proc.terminate()
 
-    for i, (label, clients, rate, ratio) in enumerate(rows):
-        if ratio is None and not label.startswith("in-process"):
-            base = next(x[2] for x in rows if x[1] == clients and x[3] == 1.0)
-            rows[i] = (label, clients, rate, rate / base)
+    baseline = {clients: rate for label, clients, rate in rows if label == BASELINE}
     print(
         f"2048 steps/s on {os.cpu_count()} cores, median of {r} x {s:g} s (ratio vs OpenEnv server, WS, same clients)"
     )
     print(f"{'transport':<52} {'clients':>7} {'steps/s':>9} {'ratio':>7}")
-    for label, clients, rate, ratio in rows:
-        print(f"{label:<52} {clients:>7} {rate:>9.0f} {'' if ratio is None else f'{ratio:.2f}x':>7}")
-    ws1 = next(x[2] for x in rows if x[0] == "stratagem server, WebSocket" and x[1] == 1)
-    http_best = max(x[2] for x in rows if x[0] == "stratagem server, HTTP session")
+    for label, clients, rate in rows:
+        ratio = "" if label.startswith("in-process") else f"{rate / baseline[clients]:.2f}x"
+        print(f"{label:<52} {clients:>7} {rate:>9.0f} {ratio:>7}")
+    ws1 = next(rate for label, clients, rate in rows if label == "stratagem server, WebSocket" and clients == 1)
+    http_best = max(rate for label, _, rate in rows if label == "stratagem server, HTTP session")
     print(
         f"targets: WebSocket 1 client >= 3000: {ws1:.0f} {'met' if ws1 >= 3000 else 'NOT met'}; "
         f"HTTP sessions >= 1500: {http_best:.0f} {'met' if http_best >= 1500 else 'NOT met'}"
