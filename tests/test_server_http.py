@@ -243,3 +243,13 @@ def test_user_environment_extra_reset_parameters(serve, toy_manifest):
         assert body["observation"] == {"count": 2, "target": 3}
         refused = http.post("/step", json={"action": {"add": 0}}, headers={H: body["metadata"]["session_id"]})
         assert refused.status_code == 422 and "adding 0" in refused.json()["detail"]
+
+
+def test_a_buggy_environment_is_a_500_with_a_message_and_the_server_carries_on(serve, toy_manifest):
+    with serve(str(toy_manifest)) as url, httpx.Client(base_url=url) as http:
+        sid, _ = open_session(http)
+        response = http.post("/step", json={"action": {"crash": True}}, headers={H: sid})
+        assert response.status_code == 500
+        assert response.json()["detail"] == "the environment raised ZeroDivisionError: a bug in the environment"
+        assert health_ok(url)
+        assert http.post("/step", json={"action": {"add": 1}}, headers={H: sid}).status_code == 200

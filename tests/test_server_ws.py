@@ -126,3 +126,12 @@ def test_inline_deadline_over_ws(serve, toy_manifest):
         assert call(conn, {"type": "step", "data": {"add": 1}})["data"]["status"] == 409
         assert call(conn, {"type": "reset", "data": {}})["type"] == "observation"
         assert call(conn, {"type": "step", "data": {"add": 1}})["data"]["observation"]["count"] == 1
+
+
+def test_a_buggy_environment_is_an_execution_error(serve, toy_manifest):
+    with serve(str(toy_manifest)) as url, ws(url) as conn:
+        call(conn, {"type": "reset", "data": {}})
+        reply = call(conn, {"type": "step", "data": {"crash": True}})
+        assert reply["data"]["code"] == "EXECUTION_ERROR" and reply["data"]["status"] == 500
+        assert "ZeroDivisionError" in reply["data"]["message"]
+        assert call(conn, {"type": "step", "data": {"add": 1}})["data"]["observation"]["count"] == 1

@@ -74,8 +74,7 @@ class EnvRoutes:
         try:
             if session is None:
                 return await manager.run(lambda: _with_fresh_env(manager, work), timeout_s=timeout_s)
-            async with session.lock:
-                return await manager.call(session, work, starts_episode=starts_episode, timeout_s=timeout_s)
+            return await manager.call(session, work, starts_episode=starts_episode, timeout_s=timeout_s)
         except (Exception, StepTimeout) as exc:
             raise as_client_error(exc) from exc
 

@@ -101,6 +101,8 @@ class SessionManager:
         self._reserved += 1  # hold the slot while the environment is built off-loop
         try:
             env = await self.run(self.new_env, timeout_s=self.limits.step_timeout_s)
+        except StepTimeout as exc:
+            raise FactoryFailed(f"building {self.env_class.__name__} took too long: {exc}") from None
         finally:
             self._reserved -= 1
         session = Session(id=uuid.uuid4().hex, kind=kind, env=env, on_reap=on_reap)
@@ -161,23 +163,28 @@ class SessionManager:
         starts_episode: bool = False,
         timeout_s: float | None = None,
     ) -> T:
-        """Run ``work(session.env)`` under the session's deadline; a timeout drops the env."""
-        if session.env is None:
-            if not starts_episode:
-                raise EpisodeNotActive("this session's environment was dropped after a timeout: call reset")
-            session.env = await self.run(self.new_env)
-        env = session.env
-        session.touch()
-        try:
-            if self.watchdog is not None:
-                return self.watchdog.run(work, env, timeout_s=self.deadline(timeout_s))
-            return await self.run(work, env, timeout_s=timeout_s)
-        except StepTimeout:
-            session.env = None
-            self.executor.submit(_close_quietly, env)
-            raise
-        finally:
+        """Run ``work(session.env)``, one call per session at a time, under the deadline.
+
+        A timeout drops the environment (it may be half-way through a step); a later call
+        that starts an episode builds a fresh one.
+        """
+        async with session.lock:
+            if session.env is None:
+                if not starts_episode:
+                    raise EpisodeNotActive("this session's environment was dropped after a timeout: call reset")
+                session.env = await self.run(self.new_env)
+            env = session.env
             session.touch()
+            try:
+                if self.watchdog is not None:
+                    return self.watchdog.run(work, env, timeout_s=self.deadline(timeout_s))
+                return await self.run(work, env, timeout_s=timeout_s)
+            except StepTimeout:
+                session.env = None
+                self.executor.submit(_close_quietly, env)
+                raise
+            finally:
+                session.touch()
 
     def check_kwargs(self, kind: str, kwargs: dict[str, Any]) -> None:
         """Extra reset/step keys must be parameters the environment declares."""

@@ -1,6 +1,6 @@
 """A tiny user environment: add to a counter until it reaches the target.
 
-``sleep`` blocks in time.sleep (the thread path's deadline must fire); ``SpinEnv`` runs
+``crash`` is a bug in the environment (a 500, never a dead server); ``sleep`` blocks in time.sleep (the thread path's deadline must fire); ``SpinEnv`` runs
 inline on the event loop and ``spin`` loops in Python forever (the watchdog must fire).
 """
 
@@ -18,6 +18,7 @@ class ToyAction(Action):
     add: int = Field(default=1, ge=0, le=10)
     sleep: float = Field(default=0.0, ge=0)
     spin: bool = False
+    crash: bool = False
 
 
 class ToyObservation(Observation):
@@ -48,6 +49,8 @@ class ToyEnv(Environment):
             raise EpisodeNotActive("episode over")
         if action.add == 0:
             raise InvalidAction("adding 0 is not a move")
+        if action.crash:
+            raise ZeroDivisionError("a bug in the environment")
         if action.sleep:
             time.sleep(action.sleep)
         while action.spin:
