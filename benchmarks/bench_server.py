@@ -1,13 +1,14 @@
 """Steps per second for 2048: in-process, stateful HTTP (httpx keep-alive), WebSocket.
 
-    python benchmarks/bench_server.py [--seconds 3] [--repeats 3]
+    python benchmarks/bench_server.py [--seconds 3] [--repeats 5]
 
 Each server runs in its own process (``stratagem serve``); clients play whole episodes with
 the first legal move. Baseline in the same run: OpenEnv 0.3.0's own server serving the
 same rules (tests/openenv_twin.py), driven by our client and by OpenEnv's client, and two
 ceilings: uvicorn echoing WebSocket messages with no environment, and httpx alone against an
 endpoint that does nothing. Concurrent clients run on uvloop, as the servers do. Each cell is
-the median of ``--repeats`` runs; the machine is shared, so compare ratios, not absolutes.
+the median of ``--repeats`` rounds, each round measuring every cell once, so that the slow and
+fast spells of a shared machine fall on all cells alike: compare ratios, not absolutes.
 """
 
 from __future__ import annotations
@@ -151,47 +152,55 @@ def concurrent_rate(url: str, transport: str, clients: int, seconds: float) -> f
     return uvloop.run(main())
 
 
-def median_of(repeats: int, measure: Callable[[], float]) -> float:
-    return statistics.median(measure() for _ in range(repeats))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="length of one measurement")
-    parser.add_argument("--repeats", type=int, default=3, help="measurements per cell (median reported)")
+    parser.add_argument("--repeats", type=int, default=5, help="rounds (the median of each cell is reported)")
     args = parser.parse_args()
     s, r = args.seconds, args.repeats
 
     servers = {name: start(command) for name, command in (("ours", STRATAGEM), ("openenv", OPENENV), ("echo", ECHO))}
     url = {name: server[1] for name, server in servers.items()}
 
-    def episodes(name: str, transport: str, clients: int) -> float:
-        """Median steps/s of ``clients`` of our clients playing on server ``name``."""
+    def episodes(name: str, transport: str, clients: int) -> Callable[[], float]:
+        """One measurement: ``clients`` of our clients playing on server ``name``."""
         if clients == 1:
-            return median_of(r, lambda: sync_rate(lambda: EnvClient.connect(url[name], transport=transport), s))
-        return median_of(r, lambda: concurrent_rate(url[name], transport, clients, s))
+            return lambda: sync_rate(lambda: EnvClient.connect(url[name], transport=transport), s)
+        return lambda: concurrent_rate(url[name], transport, clients, s)
 
-    rows: list[tuple[str, int, float]] = []  # (what, clients, steps/s)
+    cells: list[tuple[str, int, Callable[[], float]]] = [  # (what, clients, one measurement)
+        ("in-process (EnvClient.local)", 1, lambda: sync_rate(lambda: EnvClient.local("2048"), s)),
+        ("ceiling: uvicorn WS echo, no environment", 1, lambda: echo_rate(url["echo"], s)),
+        ("ceiling: httpx alone, no environment", 1, lambda: httpx_rate(url["echo"], s)),
+    ]
+    for clients in (1, 16):
+        cells.append((BASELINE, clients, episodes("openenv", "ws", clients)))
+        if clients == 1:
+            cells.append(
+                (
+                    "OpenEnv 0.3.0 server + OpenEnv client, WebSocket",
+                    1,
+                    lambda: sync_rate(lambda: openenv_client(url["openenv"]), s),
+                )
+            )
+        cells.append(("stratagem server, WebSocket", clients, episodes("ours", "ws", clients)))
+        cells.append(("stratagem server, HTTP session", clients, episodes("ours", "http", clients)))
+    samples: list[list[float]] = [[] for _ in cells]
     try:
-        rows.append(
-            ("in-process (EnvClient.local)", 1, median_of(r, lambda: sync_rate(lambda: EnvClient.local("2048"), s)))
-        )
-        rows.append(("ceiling: uvicorn WS echo, no environment", 1, median_of(r, lambda: echo_rate(url["echo"], s))))
-        rows.append(("ceiling: httpx alone, no environment", 1, median_of(r, lambda: httpx_rate(url["echo"], s))))
-        for clients in (1, 16):
-            rows.append((BASELINE, clients, episodes("openenv", "ws", clients)))
-            if clients == 1:
-                openenv_stack = median_of(r, lambda: sync_rate(lambda: openenv_client(url["openenv"]), s))
-                rows.append(("OpenEnv 0.3.0 server + OpenEnv client, WebSocket", 1, openenv_stack))
-            rows.append(("stratagem server, WebSocket", clients, episodes("ours", "ws", clients)))
-            rows.append(("stratagem server, HTTP session", clients, episodes("ours", "http", clients)))
+        for _ in range(r):  # rounds of every cell, so a slow spell of the machine hits all cells alike
+            for cell, sample in zip(cells, samples, strict=True):
+                sample.append(cell[2]())
     finally:
         for proc, _ in servers.values():
             proc.terminate()
+    rows = [
+        (label, clients, statistics.median(sample)) for (label, clients, _), sample in zip(cells, samples, strict=True)
+    ]
 
     baseline = {clients: rate for label, clients, rate in rows if label == BASELINE}
     print(
-        f"2048 steps/s on {os.cpu_count()} cores, median of {r} x {s:g} s (ratio vs OpenEnv server, WS, same clients)"
+        f"2048 steps/s on {os.cpu_count()} cores, median of {r} rounds of {s:g} s "
+        "(ratio vs OpenEnv server, WS, same clients)"
     )
     print(f"{'transport':<52} {'clients':>7} {'steps/s':>9} {'ratio':>7}")
     for label, clients, rate in rows:
