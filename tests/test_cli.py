@@ -57,11 +57,16 @@ def test_bad_flags_fail_with_a_clear_message(capsys, args, needle):
     assert needle in capsys.readouterr().err
 
 
-def test_serve_then_validate_end_to_end(tmp_path):
+@pytest.mark.parametrize(
+    ("env", "validate_args"),
+    [("2048", []), ("tests/toy_env/openenv.yaml", ["--action", '{"add": 1}'])],
+    ids=["2048", "user-manifest"],
+)
+def test_serve_then_validate_end_to_end(tmp_path, env, validate_args):
     port = free_port()
     log = open(tmp_path / "server.log", "w+")
     server = subprocess.Popen(
-        [sys.executable, "-m", "stratagem.cli", "serve", "2048", "--port", str(port)],
+        [sys.executable, "-m", "stratagem.cli", "serve", env, "--port", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -76,15 +81,15 @@ def test_serve_then_validate_end_to_end(tmp_path):
             except httpx.HTTPError:
                 assert time.monotonic() < deadline and server.poll() is None, open(tmp_path / "server.log").read()
                 time.sleep(0.1)
-        result = run_cli("validate", url)
+        result = run_cli("validate", url, *validate_args)
         assert result.returncode == 0, result.stdout
         assert "11 passed, 0 failed, 0 skipped" in result.stdout
-        assert "WS episode" in result.stdout and "PASS" in result.stdout
+        assert "WS episode" in result.stdout and "done=True" in result.stdout
     finally:
         server.terminate()
         server.wait(timeout=10)
     log.seek(0)
-    assert "serving '2048' on http://127.0.0.1" in log.read()
+    assert f"on http://127.0.0.1:{port}" in log.read()
 
 
 def test_validate_an_openenv_server_and_a_dead_one():

@@ -1,7 +1,8 @@
 """A tiny user environment: add to a counter until it reaches the target.
 
-``crash`` is a bug in the environment (a 500, never a dead server); ``sleep`` blocks in time.sleep (the thread path's deadline must fire); ``SpinEnv`` runs
-inline on the event loop and ``spin`` loops in Python forever (the watchdog must fire).
+``crash`` is a bug in the environment (a 500, never a dead server); ``sleep`` blocks in
+time.sleep (the thread path's deadline must fire); ``SpinEnv`` runs inline on the event loop
+and ``spin`` loops in Python forever (the watchdog must fire).
 """
 
 from __future__ import annotations
