@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         "play games well. Environments speak OpenEnv's wire protocol.",
     )
     from stratagem import __version__
+    from stratagem.envs.sessions import Limits
 
     parser.add_argument("--version", action="version", version=f"stratagem {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -79,28 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override an environment parameter, e.g. -p max_tile=1024 (repeatable)",
     )
-    serve.add_argument("--max-sessions", type=_positive(int), default=128, help="concurrent sessions (default 128)")
-    serve.add_argument(
-        "--session-timeout",
-        type=_positive(float),
-        default=300.0,
-        metavar="S",
-        help="close sessions idle this many seconds (default 300)",
-    )
-    serve.add_argument(
-        "--step-timeout",
-        type=_positive(float),
-        default=30.0,
-        metavar="S",
-        help="longest a reset/step may take; requests may ask for less (default 30)",
-    )
-    serve.add_argument(
-        "--max-body-bytes",
-        type=_positive(int),
-        default=1 << 20,
-        metavar="N",
-        help="largest request body or WebSocket message (default 1 MiB)",
-    )
+    limits = Limits()  # the defaults live there, once
+    for flag, kind, default, metavar, text in (
+        ("--max-sessions", int, limits.max_sessions, "N", "concurrent sessions, WebSocket and HTTP together"),
+        ("--session-timeout", float, limits.session_timeout_s, "S", "close sessions idle this many seconds"),
+        ("--step-timeout", float, limits.step_timeout_s, "S", "longest a reset/step may take; requests may ask less"),
+        ("--max-body-bytes", int, limits.max_body_bytes, "N", "largest request body or WebSocket message"),
+    ):
+        serve.add_argument(
+            flag, type=_positive(kind), default=default, metavar=metavar, help=f"{text} (default {default})"
+        )
     serve.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
 
     validate = sub.add_parser("validate", help="check a running server against the wire protocol")
