@@ -1,6 +1,6 @@
 """Serve 2048 and play it over the wire: the end-to-end demo until `stratagem train` lands.
 
-    python examples/play_2048.py                 # starts `stratagem serve 2048`, plays, stops it
+    python examples/play_2048.py                 # starts `stratagem serve 2048` on a free port, plays, stops it
     python examples/play_2048.py --url URL       # plays against a server you started yourself
 
 Plays one episode over WebSocket and one over stateful HTTP with a simple corner strategy,
@@ -10,6 +10,7 @@ then checks both against the same episode played in-process (same seed, same mov
 from __future__ import annotations
 
 import argparse
+import socket
 import subprocess
 import sys
 import time
@@ -41,14 +42,17 @@ def play(env: EnvClient, seed: int) -> tuple[int, int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--url", help="an already running server (default: start one on port 8000)")
+    parser.add_argument("--url", help="an already running server (default: start one on a free port)")
     parser.add_argument("--seed", type=int, default=2048)
     args = parser.parse_args()
     server = None
     url = args.url
     if url is None:
-        url = "http://127.0.0.1:8000"
-        server = subprocess.Popen([sys.executable, "-m", "stratagem.cli", "serve", "2048", "--port", "8000"])
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        url = f"http://127.0.0.1:{port}"
+        server = subprocess.Popen([sys.executable, "-m", "stratagem.cli", "serve", "2048", "--port", str(port)])
         for _ in range(100):
             try:
                 httpx.get(url + "/health", timeout=1)
