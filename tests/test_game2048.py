@@ -83,6 +83,22 @@ def test_merge_reward_on_a_known_board():
     assert sum(v for row in obs.board for v in row) in (10, 12)  # 8 plus the new 2 or 4
 
 
+def test_a_merge_with_a_just_merged_tile_is_legal():
+    """OpenSpiel's LegalActions omits it (stale merge flags); the move is legal and scores."""
+    env = Game2048Env()
+    env.reset(seed=0)
+    state = env.game.new_initial_state()
+    for outcome in (0, 8):  # 2s at (0,0) and (1,0)
+        state.apply_action(outcome)
+    state.apply_action(0)  # up: they merge into a 4 at (0,0)
+    state.apply_action(2 * 4 + 1)  # a 4 spawns at (1,0)
+    assert state.legal_actions() == [1, 2]  # OpenSpiel's view
+    env._game_state = state
+    assert env._legal_actions() == [0, 1, 2]
+    obs = env.step({"action_id": 0})
+    assert obs.reward == 8.0 and obs.board[0][0] == 8
+
+
 def test_illegal_move_is_refused_and_the_game_is_unharmed():
     env = Game2048Env()
     obs = env.reset(seed=0)

@@ -106,7 +106,7 @@ class Game2048Env(Environment):
             raise EpisodeNotActive("no episode has started: call reset first")
         if self._state.done:
             raise EpisodeNotActive("the episode is over: call reset to start a new one")
-        legal = gs.legal_actions()
+        legal = self._legal_actions()
         if action.action_id not in legal:
             names = ", ".join(f"{a} ({ACTION_NAMES[a]})" for a in legal)
             raise InvalidAction(
@@ -125,6 +125,26 @@ class Game2048Env(Environment):
     @property
     def state(self) -> Game2048State:
         return self._state
+
+    def _legal_actions(self) -> list[int]:
+        """The moves that change the board.
+
+        OpenSpiel's ``LegalActions`` reads per-tile merge flags left over from the previous
+        move, so it misses a merge with a tile that was itself just merged (a 4 made last move
+        above a new 4: "up" is legal, OpenSpiel omits it). It never lists an illegal move, and
+        its ``ApplyAction`` clears the flags first, so each omitted move is tried on a clone.
+        """
+        gs = self._game_state
+        legal = gs.legal_actions()
+        if len(legal) < 4 and not gs.is_terminal():
+            for action in range(4):
+                if action not in legal:
+                    trial = gs.clone()
+                    trial.apply_action(action)
+                    if trial.is_chance_node():  # something moved: a spawn is due
+                        legal.append(action)
+            legal.sort()
+        return legal
 
     def _spawn_tiles(self) -> None:
         gs, rng = self._game_state, self._rng
@@ -152,7 +172,7 @@ class Game2048Env(Environment):
         metadata = {"truncated": True} if self._truncated else {}
         return Game2048Observation(
             info_state=values,
-            legal_actions=[] if done else gs.legal_actions(),
+            legal_actions=[] if done else self._legal_actions(),
             game_phase="terminal" if done else phase,
             current_player_id=TERMINAL_PLAYER if done else 0,
             board=board,

@@ -28,13 +28,32 @@ class ManifestError(ValueError):
     """A manifest that cannot be used; the message names the file, the field and the fix."""
 
 
+# Standard-library modules a strategy program may ever import. Each is handed to programs as
+# a proxy holding only its public, non-module attributes (``typing.sys`` and the like stay out).
+SAFE_IMPORTS = frozenset(
+    {"math", "random", "itertools", "functools", "collections", "heapq", "bisect", "typing", "copy", "statistics"}
+)
+
+
 class StrategySpec(BaseModel):
     """The function an LLM must write to play this environment."""
 
     model_config = ConfigDict(extra="forbid")
     function: str = "strategy"
     args: list[str] = Field(default_factory=lambda: ["observation"])
+    inputs: str = Field(default="", description="what the arguments hold, for the task prompt")
     returns: str = "an action"
+    imports: list[str] = Field(
+        default_factory=lambda: sorted(SAFE_IMPORTS), description=f"allowed imports, a subset of {sorted(SAFE_IMPORTS)}"
+    )
+
+    @field_validator("imports")
+    @classmethod
+    def _safe_imports(cls, value: list[str]) -> list[str]:
+        unsafe = sorted(set(value) - SAFE_IMPORTS)
+        if unsafe:
+            raise ValueError(f"{unsafe} cannot be offered to programs; choose from {sorted(SAFE_IMPORTS)}")
+        return value
 
     @field_validator("function", "args")
     @classmethod

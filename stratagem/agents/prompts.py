@@ -1,0 +1,33 @@
+"""Task prompts, built from an environment's manifest so that every environment gets one.
+
+The manifest's ``strategy`` block says what to write (function name and arguments), what the
+arguments hold (``inputs``), what to return (``returns``) and which modules may be imported;
+the prompt states those and the sandbox rules, in the style of the public 2048 notebook.
+"""
+
+from __future__ import annotations
+
+from stratagem.envs.spec import EnvSpec
+
+TEMPLATE = """{description}
+
+Write a short Python function `{signature}` that plays this game as well as possible. It is
+called once per move with the current state and must answer quickly.
+Input: {inputs}
+Return: {returns}
+
+Rules: only these standard-library modules may be imported: {imports}. No file, network or
+process access; no eval, exec, open, getattr, classes, or names and attributes starting with
+an underscore. Put any helpers in the same code block.
+Answer with the complete function in one ```python code block."""
+
+
+def task_prompt(spec: EnvSpec) -> str:
+    strategy = spec.strategy
+    return TEMPLATE.format(
+        description=spec.description.strip() or f"An environment called {spec.name}.",
+        signature=f"def {strategy.function}({', '.join(strategy.args)})",
+        inputs=strategy.inputs or ", ".join(strategy.args),
+        returns=strategy.returns,
+        imports=", ".join(strategy.imports) or "none",
+    )
