@@ -78,7 +78,7 @@ SAFE_BUILTINS = frozenset(
 )  # fmt: skip
 
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
-_CODE_START = re.compile(r"^(def |import |from |async def )", re.MULTILINE)
+_CODE_START = re.compile(r"^(def |import |from |async def |class |@)", re.MULTILINE)
 
 
 def program_hash(source: str) -> str:

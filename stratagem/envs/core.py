@@ -90,3 +90,12 @@ class Environment:
 
     def close(self) -> None:
         """Release resources; the default has none."""
+
+    # The bridge to strategy programs (the manifest's ``strategy`` block names the function).
+    def program_inputs(self, observation: Observation) -> tuple[Any, ...]:
+        """The arguments a strategy program is called with: fresh copies, never the env's objects."""
+        return (observation.model_dump(exclude={"reward", "done", "metadata"}),)
+
+    def program_action(self, value: Any) -> Action:
+        """A program's return value as an action; raises ValueError when it is not one."""
+        return self.action_type.model_validate(value)

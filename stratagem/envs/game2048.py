@@ -126,6 +126,18 @@ class Game2048Env(Environment):
     def state(self) -> Game2048State:
         return self._state
 
+    def program_inputs(self, observation: Game2048Observation) -> tuple[list[list[int]]]:
+        return ([row[:] for row in observation.board],)
+
+    def program_action(self, value: Any) -> Game2048Action:
+        """'0'..'3' or 0..3, exactly those types: a str or int subclass is not trusted."""
+        if type(value) is str and len(value) == 1 and value in "0123":
+            return Game2048Action(action_id=int(value))
+        if type(value) is int and 0 <= value <= 3:
+            return Game2048Action(action_id=value)
+        shown = repr(value)[:40] if type(value) in (str, int, float, bool, type(None)) else type(value).__name__
+        raise ValueError(f"the strategy returned {shown}; expected one of '0', '1', '2', '3'")
+
     def _legal_actions(self) -> list[int]:
         """The moves that change the board.
 
