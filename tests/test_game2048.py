@@ -99,6 +99,22 @@ def test_a_merge_with_a_just_merged_tile_is_legal():
     assert obs.reward == 8.0 and obs.board[0][0] == 8
 
 
+def test_a_merge_that_makes_the_target_tile_is_legal_and_wins():
+    """The same stale flags, on the winning merge: it ends the game with no spawn due, and counts."""
+    env = Game2048Env(max_tile=8)
+    env.reset(seed=0)
+    state = env.game.new_initial_state()
+    for outcome in (0, 8):  # 2s at (0,0) and (1,0)
+        state.apply_action(outcome)
+    state.apply_action(0)  # up: a 4 at (0,0)
+    state.apply_action(2 * 4 + 1)  # a 4 spawns at (1,0)
+    assert 0 not in state.legal_actions()  # OpenSpiel's view
+    env._game_state = state
+    assert 0 in env._legal_actions()
+    obs = env.step({"action_id": 0})
+    assert obs.done and obs.won and obs.max_tile == 8 and obs.reward == 8.0
+
+
 def test_illegal_move_is_refused_and_the_game_is_unharmed():
     env = Game2048Env()
     obs = env.reset(seed=0)

@@ -144,16 +144,20 @@ class Game2048Env(Environment):
         OpenSpiel's ``LegalActions`` reads per-tile merge flags left over from the previous
         move, so it misses a merge with a tile that was itself just merged (a 4 made last move
         above a new 4: "up" is legal, OpenSpiel omits it). It never lists an illegal move, and
-        its ``ApplyAction`` clears the flags first, so each omitted move is tried on a clone.
+        its ``ApplyAction`` clears the flags first, so each omitted move is tried on a clone and
+        kept when it changes the board.
         """
         gs = self._game_state
         legal = gs.legal_actions()
         if len(legal) < 4 and not gs.is_terminal():
+            board = gs.observation_tensor(0)
             for action in range(4):
                 if action not in legal:
                     trial = gs.clone()
                     trial.apply_action(action)
-                    if trial.is_chance_node():  # something moved: a spawn is due
+                    # Compare boards: a move that makes the target tile ends the game at once,
+                    # with no spawn due, and it is legal all the same.
+                    if trial.observation_tensor(0) != board:
                         legal.append(action)
             legal.sort()
         return legal
