@@ -73,6 +73,9 @@ class Environment:
     """
 
     inline_steps: bool = False
+    # True for tasks that reward speed: the runner then times each call of the program from
+    # outside its process, caches thrashed first, and passes ``elapsed_s`` to ``program_action``.
+    timed_calls: bool = False
 
     action_type: type[Action] = Action
     observation_type: type[Observation] = Observation
@@ -97,5 +100,8 @@ class Environment:
         return (observation.model_dump(exclude={"reward", "done", "metadata"}),)
 
     def program_action(self, value: Any) -> Action:
-        """A program's return value as an action; raises ValueError when it is not one."""
+        """A program's return value as an action; raises ValueError when it is not one.
+
+        Environments with ``timed_calls`` take a second argument, ``elapsed_s``.
+        """
         return self.action_type.model_validate(value)

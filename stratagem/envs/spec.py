@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stratagem.envs.core import Environment
 
@@ -64,6 +64,21 @@ class StrategySpec(BaseModel):
         return value
 
 
+class RewardSpec(BaseModel):
+    """How an episode's outcome becomes reward (``agents/rewards.py`` reads it)."""
+
+    model_config = ConfigDict(extra="forbid")
+    win: float = Field(default=1.0, description="strategy_succeeds for a won episode")
+    loss: float = Field(default=0.0, description="strategy_succeeds for an episode played to its end and lost")
+    score_scale: float = Field(default=1.0, gt=0, description="the score at which the score-shaped reward reaches 1")
+
+    @model_validator(mode="after")
+    def _win_above_loss(self) -> RewardSpec:
+        if self.win <= self.loss:
+            raise ValueError(f"win ({self.win}) must be greater than loss ({self.loss})")
+        return self
+
+
 class EnvSpec(BaseModel):
     """One environment's manifest, validated."""
 
@@ -86,7 +101,7 @@ class EnvSpec(BaseModel):
     readme: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     max_episode_steps: int | None = Field(default=None, ge=1)
-    reward: dict[str, float] = Field(default_factory=lambda: {"win": 1.0, "loss": 0.0})
+    reward: RewardSpec = Field(default_factory=RewardSpec)
     strategy: StrategySpec = Field(default_factory=StrategySpec)
 
     source: Path | None = Field(default=None, exclude=True, description="the file this spec came from")
@@ -161,7 +176,7 @@ def load_spec(path: str | Path) -> EnvSpec:
 def _explain(err: dict[str, Any]) -> str:
     field = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
-        known = list(EnvSpec.model_fields) + list(StrategySpec.model_fields)
+        known = list(EnvSpec.model_fields) + list(StrategySpec.model_fields) + list(RewardSpec.model_fields)
         close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(EnvSpec.model_fields)}"
         return f"unknown key {field!r}{hint}"

@@ -1,0 +1,177 @@
+"""The matmul speed task from the kernel-RL notebook: ``matmul(A, B)`` in pure Python, fast.
+
+An episode is ``trials`` calls on fresh random float matrices whose shapes vary, all drawn
+from the seed. Each answer is checked against the textbook triple loop (``TEXTBOOK_MATMUL``)
+run here on the same matrices, caches thrashed first; that run's time is the baseline. The
+program's time is measured by whoever ran it, from outside the program's process (the runner
+times the sandboxed call from the parent, caches thrashed first, so the figure includes
+passing the matrices, about 2% at the default size: a bias against the program, never for
+it), and arrives with the answer as ``elapsed_s``. A wrong answer ends the episode, lost;
+``trials`` right answers win it, and the last step's reward is the speedup: the median over
+trials of baseline time / program time (the median shrugs off one trial disturbed by the
+machine, or by a fresh worker's first touches of its memory).
+
+What a program cannot use: the reference product (it never leaves this process), the timer
+(it runs in another process), numpy (not importable), a cache (every call gets fresh
+matrices, so a cache can only hand back a stale answer), or a lazy result (the answer must be
+plain lists of numbers before the clock stops).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import secrets
+import statistics
+import time
+import uuid
+from typing import Any
+
+from pydantic import Field
+
+from stratagem.envs.core import Action, Environment, EpisodeNotActive, InvalidAction, Observation, State
+from stratagem.envs.timing import thrash_caches
+
+TEXTBOOK_MATMUL = """def matmul(A, B):
+    n, k, m = len(A), len(B), len(B[0])
+    C = [[0.0] * m for _ in range(n)]
+    for i in range(n):
+        for j in range(m):
+            total = 0.0
+            for p in range(k):
+                total += A[i][p] * B[p][j]
+            C[i][j] = total
+    return C
+"""
+_namespace: dict[str, Any] = {}
+exec(TEXTBOOK_MATMUL, _namespace)  # our own constant code: one text serves as reference and baseline program
+reference_matmul = _namespace["matmul"]
+
+RELATIVE_TOLERANCE = 1e-9
+
+
+class MatmulAction(Action):
+    C: list[list[float]] = Field(description="the product A times B")
+    elapsed_s: float = Field(gt=0, description="wall time of the call that computed C, measured outside it")
+
+
+class MatmulObservation(Observation):
+    A: list[list[float]] = Field(description="n x k, the left factor of this trial ([] once done)")
+    B: list[list[float]] = Field(description="k x m, the right factor of this trial ([] once done)")
+    trial: int = Field(description="trials answered so far")
+    trials: int
+    correct: bool | None = Field(default=None, description="whether the last answer was right")
+    speedup: float | None = Field(default=None, description="baseline time / program time, once all trials are right")
+    won: bool = False
+
+
+class MatmulState(State):
+    seed: int | None = None
+    trial: int = 0
+    trials: int = 0
+    baseline_s: list[float] = Field(default_factory=list, description="the textbook loop's time, per trial")
+    program_s: list[float] = Field(default_factory=list, description="the program's time, per trial")
+    done: bool = False
+
+    def speedup(self) -> float:
+        return statistics.median(b / p for b, p in zip(self.baseline_s, self.program_s, strict=False))
+
+
+class MatmulEnv(Environment):
+    action_type = MatmulAction
+    observation_type = MatmulObservation
+    state_type = MatmulState
+    timed_calls = True
+
+    def __init__(self, size: int = 96, trials: int = 3, max_episode_steps: int | None = None) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or not 2 <= size <= 256:
+            raise ValueError(f"size must be an integer in 2..256 (the largest matrix side), got {size!r}")
+        if isinstance(trials, bool) or not isinstance(trials, int) or not 1 <= trials <= 100:
+            raise ValueError(f"trials must be an integer in 1..100, got {trials!r}")
+        self.size, self.trials = size, trials
+        self._rng = random.Random()
+        self._state = MatmulState(trials=trials)
+        self._A: list[list[float]] = []
+        self._B: list[list[float]] = []
+        self._C: list[list[float]] = []
+
+    def reset(self, seed: int | None = None, episode_id: str | None = None) -> MatmulObservation:
+        if seed is None:
+            seed = secrets.randbits(31)
+        self._rng.seed(seed)
+        self._state = MatmulState(episode_id=episode_id or str(uuid.uuid4()), seed=seed, trials=self.trials)
+        self._draw()
+        return self._observe(reward=None, correct=None)
+
+    def step(self, action: Action | dict[str, Any], timeout_s: float | None = None) -> MatmulObservation:
+        if not isinstance(action, MatmulAction):
+            action = MatmulAction.model_validate(action.model_dump() if isinstance(action, Action) else action)
+        st = self._state
+        if st.seed is None:
+            raise EpisodeNotActive("no episode has started: call reset first")
+        if st.done:
+            raise EpisodeNotActive("the episode is over: call reset to start a new one")
+        n, m = len(self._A), len(self._B[0])
+        if len(action.C) != n or any(len(row) != m for row in action.C):
+            rows = {len(row) for row in action.C}
+            raise InvalidAction(f"the product of a {n}x{len(self._B)} and a {len(self._B)}x{m} matrix is {n}x{m}; "
+                                f"got {len(action.C)} rows of lengths {sorted(rows)[:5]}")  # fmt: skip
+        correct = all(
+            math.isclose(got, want, rel_tol=RELATIVE_TOLERANCE, abs_tol=RELATIVE_TOLERANCE)
+            for got_row, want_row in zip(action.C, self._C, strict=True)
+            for got, want in zip(got_row, want_row, strict=True)
+        )
+        st.step_count += 1
+        st.trial += 1
+        st.program_s.append(action.elapsed_s)
+        if not correct:
+            st.done = True
+            return self._observe(reward=0.0, correct=False)
+        if st.trial == self.trials:
+            st.done = True
+            return self._observe(reward=st.speedup(), correct=True)
+        self._draw()
+        return self._observe(reward=0.0, correct=True)
+
+    @property
+    def state(self) -> MatmulState:
+        return self._state
+
+    def program_inputs(self, observation: MatmulObservation) -> tuple[list[list[float]], list[list[float]]]:
+        return [row[:] for row in observation.A], [row[:] for row in observation.B]
+
+    def program_action(self, value: Any, elapsed_s: float) -> MatmulAction:
+        """Exactly a list of lists of int/float: nothing lazy, nothing that converts itself."""
+        if type(value) is not list or any(type(row) is not list for row in value):
+            raise ValueError(
+                f"matmul returned a {type(value).__name__}; expected a list of rows, each a list of floats"
+            )
+        if any(type(x) not in (float, int) for row in value for x in row):
+            raise ValueError("matmul returned a matrix holding something other than numbers")
+        return MatmulAction(C=value, elapsed_s=elapsed_s)
+
+    def _draw(self) -> None:
+        """Fresh matrices for the next trial, and the baseline's answer and time on them."""
+        rng, low = self._rng, max(1, self.size // 2)
+        n, k, m = rng.randint(low, self.size), rng.randint(low, self.size), rng.randint(low, self.size)
+        self._A = [[rng.uniform(-1.0, 1.0) for _ in range(k)] for _ in range(n)]
+        self._B = [[rng.uniform(-1.0, 1.0) for _ in range(m)] for _ in range(k)]
+        thrash_caches()
+        started = time.perf_counter()
+        self._C = reference_matmul(self._A, self._B)
+        self._state.baseline_s.append(time.perf_counter() - started)
+
+    def _observe(self, reward: float | None, correct: bool | None) -> MatmulObservation:
+        st = self._state
+        won = st.done and correct is True
+        return MatmulObservation(
+            A=[] if st.done else self._A,
+            B=[] if st.done else self._B,
+            trial=st.trial,
+            trials=self.trials,
+            correct=correct,
+            speedup=st.speedup() if won else None,
+            won=won,
+            done=st.done,
+            reward=reward,
+        )
