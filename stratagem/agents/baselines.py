@@ -4,6 +4,19 @@
 it shows what a careless program scores). ``HEURISTIC_2048`` simulates each move in pure
 Python, keeps only moves that change the board, and scores the result by empty cells,
 monotone rows/columns and the largest tile sitting in a corner.
+
+For the matmul task, ``MATMUL_TEXTBOOK`` is the triple loop the environment times as its
+baseline (speedup about 1), and ``MATMUL_FAST`` the usual pure-Python rewrite: transpose B
+once, then one ``sum`` over a ``zip`` per entry (about 1.2x on CPython 3.11).
+"""
+
+from stratagem.envs.matmul import TEXTBOOK_MATMUL
+
+MATMUL_TEXTBOOK = TEXTBOOK_MATMUL
+
+MATMUL_FAST = """def matmul(A, B):
+    columns = list(zip(*B))
+    return [[sum([a * b for a, b in zip(row, column)]) for column in columns] for row in A]
 """
 
 RANDOM_2048 = """import random

@@ -95,7 +95,25 @@ def extract(completion: str, function: str) -> str:
     start = _CODE_START.search(completion)
     if start is None or not definition.search(completion):
         raise ProgramError("syntax", "no-code", f"no definition of {function}(...) found in the completion")
-    return _trim_to_parseable(completion[start.start() :])
+    return _trim_to_parseable(_with_leading_constants(completion[: start.start()]) + completion[start.start() :])
+
+
+def _with_leading_constants(before: str) -> str:
+    """The longest tail of the text before the first ``def``/``import`` made only of assignments.
+
+    Bare code often opens with constants (``WEIGHTS = [...]``) that the function needs; prose
+    before them ("Here is my answer:") does not parse as assignments and stays out.
+    """
+    lines = before.splitlines(keepends=True)
+    for start in range(len(lines)):
+        tail = "".join(lines[start:])
+        try:
+            body = ast.parse(tail).body
+        except SyntaxError:
+            continue
+        if all(isinstance(node, (ast.Assign, ast.AnnAssign)) for node in body):
+            return tail
+    return ""
 
 
 def _trim_to_parseable(code: str) -> str:
@@ -201,6 +219,11 @@ def _check_signature(tree: ast.Module, strategy: StrategySpec) -> None:
         _refuse("signature", f"{strategy.function} must not be decorated", fn)
 
 
+# Class factories build their classes with exec and frame lookups, which the sandbox's audit
+# hook refuses; programs may not define classes anyway, so these are simply absent.
+CLASS_FACTORIES = frozenset({"namedtuple", "NamedTuple", "TypedDict", "NewType", "get_type_hints"})
+
+
 class _ModuleProxy(types.SimpleNamespace):
     """What ``import math`` gives a program: the module's public, non-module attributes."""
 
@@ -210,7 +233,7 @@ def _proxy(name: str) -> _ModuleProxy:
     public = {
         key: value
         for key, value in vars(module).items()
-        if not key.startswith("_") and not isinstance(value, types.ModuleType)
+        if not key.startswith("_") and not isinstance(value, types.ModuleType) and key not in CLASS_FACTORIES
     }
     return _ModuleProxy(**public)
 

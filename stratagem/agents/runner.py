@@ -1,38 +1,46 @@
-"""Play strategy programs over episodes in sandboxed processes, and trust only the replay.
+"""Play strategy programs over episodes in sandboxed processes, and trust only what the parent saw.
 
 ``Runner.evaluate(completions, seeds)`` plays every program on the same seeds (common random
-numbers across a GRPO group). Each program gets a fresh process forked from a pre-started
-fork server (``worker.py`` confines it), a few at a time in parallel. The parent:
+numbers across a GRPO group), each in a fresh worker from a pool of pre-started, confined
+processes (``pool.py``, ``worker.py``), a few at a time. The parent:
 
-- enforces time from outside: a per-move limit (the worker stamps a shared heartbeat when
-  a move starts) and a per-episode limit; past either, the process is killed, so no
+- enforces time from outside: a per-call limit (the worker stamps a shared heartbeat when a
+  call of the program starts) and a per-episode limit; past either the worker is killed, so no
   ``try/except`` inside the program can buy time;
-- reads back only JSON it validates (seed, actions, error kind), never a pickled object and
-  never a string it must produce by calling program code;
-- replays each episode's actions on its own environment with the same seed; scores, tiles and
-  wins come from that replay, so a program that tampered with the worker's game gains
-  nothing (an action the replay refuses is reported as ``forbidden``).
+- reads back only JSON it validates, never a pickled object, never a string it must produce by
+  calling program code;
+- computes every result from a game the program's process cannot reach. In ``play`` mode
+  (local, untimed environments: the fast path) the worker plays its own copy and reports the
+  actions; the parent replays them on its own copy of the seeded game, and a move the replay
+  refuses marks the program as cheating. In ``call`` mode (a server given by ``url``, or an
+  environment that rewards speed) the parent holds the game and asks the worker for one
+  move at a time; for timed environments it thrashes the worker's caches before each call and
+  times the call itself.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import multiprocessing.connection
 import os
 import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
-from stratagem.agents.programs import ProgramError, load
-from stratagem.envs.core import InvalidAction
+from stratagem.agents.pool import Worker, WorkerPool
+from stratagem.agents.programs import Program, ProgramError, load
+from stratagem.envs.core import Environment, InvalidAction, Observation
 from stratagem.envs.spec import EnvSpec, resolve
+from stratagem.viz.recording import RecordingWriter, recording_path
 
 ERROR_KINDS = ("syntax", "policy", "exception", "illegal_move", "timeout", "memory", "forbidden")
 MAX_MESSAGE = 500
+MAX_WORKER_MESSAGE = 64 * 2**20
 
 
 @dataclass
@@ -49,8 +57,10 @@ class EpisodeResult:
 @dataclass
 class ProgramResult:
     sha: str | None
+    source: str | None = None
     episodes: list[EpisodeResult] = field(default_factory=list)
-    error: str | None = None  # syntax/policy: the program never ran
+    error: str | None = None  # syntax or policy: the program never ran; else a failure while building it
+    rule: str | None = None  # for syntax/policy errors found before running: the rule broken (programs.py)
     message: str = ""
     seconds: float = 0.0
 
@@ -62,195 +72,413 @@ class ProgramResult:
     def mean_score(self) -> float:
         return sum(e.score for e in self.episodes) / len(self.episodes) if self.episodes else 0.0
 
+    @property
+    def moves(self) -> int:
+        return sum(e.moves for e in self.episodes)
+
 
 @dataclass
 class Limits:
-    move_s: float = 1.0  # wall clock per call of the program
+    move_s: float = 1.0  # wall clock per call of the program (and for the module's top level)
     episode_s: float = 60.0  # wall clock per episode
     memory_mb: int = 512  # address space the program may add
     cpu_s: float = 120.0  # CPU seconds for the whole program
 
+    def __post_init__(self) -> None:
+        for name in ("move_s", "episode_s", "memory_mb", "cpu_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"Limits.{name} must be a positive number, got {value!r}")
 
-@dataclass
-class _Job:
-    index: int
-    sha: str
-    source: str
-    seeds: list[int]
-    process: Any = None
-    conn: Any = None
-    heartbeat: Any = None
-    episode_started: float = 0.0
-    pending: list[int] = field(default_factory=list)
+
+class ServerFailed(RuntimeError):
+    """The environment server (``url``) failed; not the program's fault, so no result is made up."""
 
 
 class Runner:
-    """Evaluate programs for one environment; reuse the instance (the fork server stays up)."""
+    """Evaluate programs for one environment. Reuse the instance; ``close()`` (or ``with``) when done."""
 
     def __init__(self, env: str | EnvSpec = "2048", params: dict[str, Any] | None = None,
-                 workers: int | None = None, limits: Limits | None = None) -> None:  # fmt: skip
-        self.spec = resolve(env) if isinstance(env, str) else env
-        self.params = params or {}
-        self.workers = workers or os.cpu_count() or 1
+                 workers: int | None = None, limits: Limits | None = None, url: str | None = None) -> None:  # fmt: skip
+        self.spec = resolve(env) if isinstance(env, (str, Path)) else env
+        self.params = dict(params or {})
         self.limits = limits or Limits()
-        self.replay_env = self.spec.make(**self.params)
-        self.ctx = multiprocessing.get_context("forkserver")
-        self.ctx.set_forkserver_preload(["stratagem.agents.worker"])
-        self._spec_json = self.spec.model_dump(mode="json")
+        self.url = url
+        self.env = self.spec.make(**self.params)  # the parent's own game: replays, driven play, the program bridge
+        self.timed = self.env.timed_calls
+        self.mode = "call" if (url is not None or self.timed) else "play"
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise ValueError(f"workers must be a positive integer, got {workers!r}")
+        # Timed calls run one at a time, so that programs do not share the CPU while being timed.
+        self.workers = 1 if self.timed else (workers or os.cpu_count() or 1)
+        self._pool: WorkerPool | None = None
 
-    def evaluate(self, completions: Sequence[str], seeds: Sequence[int]) -> list[ProgramResult]:
-        """Every completion on every seed; results in the order of ``completions``."""
+    @property
+    def pool(self) -> WorkerPool:
+        if self._pool is None:
+            self._pool = WorkerPool(self.spec, self.params, size=self.workers)
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        self.env.close()
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def evaluate(self, completions: Sequence[str], seeds: Sequence[int],
+                 record: str | Path | None = None) -> list[ProgramResult]:  # fmt: skip
+        """Every completion on every seed; results in the order of ``completions``, episodes in seed order.
+
+        When there are fewer programs than workers, each program's seeds are split over several
+        workers. ``record``: a directory that receives one recording per episode (``viz/recording.py``).
+        """
+        seeds = list(seeds)
+        if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+            raise ValueError(f"seeds must be a non-empty list of integers >= 0, got {seeds[:5]}")
         results: list[ProgramResult] = []
         jobs: list[_Job] = []
-        for index, completion in enumerate(completions):
-            try:
-                program = load(completion, self.spec.strategy)
-            except ProgramError as exc:
-                results.append(ProgramResult(sha=None, error=exc.kind, message=str(exc)))
-                continue
-            results.append(ProgramResult(sha=program.sha))
-            jobs.append(_Job(index, program.sha, program.source, list(seeds)))
-        for job, episodes, seconds, build_error in self._run(jobs):
+        job_type = _PlayJob if self.mode == "play" else _CallJob
+        programs = [self._load(completion, results) for completion in completions]
+        runnable = sum(program is not None for program in programs)
+        chunks = min(len(seeds), -(-self.workers // max(1, runnable)))  # enough jobs to keep every worker busy
+        for index, program in enumerate(programs):
+            if program is not None:
+                for part in range(chunks):
+                    jobs.append(job_type(self, index, program, seeds[part::chunks], Path(record) if record else None))
+        order = {seed: i for i, seed in reversed(list(enumerate(seeds)))}
+        for job in self._schedule(jobs):
             result = results[job.index]
-            result.episodes, result.seconds = episodes, seconds
-            if build_error is not None:
-                result.error, result.message = build_error
+            result.episodes = sorted([*result.episodes, *job.episodes], key=lambda e: order[e.seed])
+            result.seconds += job.seconds
+            if job.build_error is not None:
+                result.error, result.message = job.build_error
         return results
 
-    # --- processes --------------------------------------------------------------------
-    def _start(self, job: _Job) -> None:
-        from stratagem.agents.worker import serve
-
-        parent_conn, child_conn = self.ctx.Pipe(duplex=False)
-        job.heartbeat = self.ctx.Value("d", 0.0, lock=False)
-        payload = orjson.dumps({
-            "spec": self._spec_json, "params": self.params, "source": job.source, "sha": job.sha,
-            "seeds": job.pending, "memory_mb": self.limits.memory_mb, "cpu_s": self.limits.cpu_s,
-        })  # fmt: skip
-        job.process = self.ctx.Process(target=serve, args=(child_conn, job.heartbeat, payload), daemon=True)
-        job.process.start()
-        child_conn.close()
-        job.conn = parent_conn
-        job.episode_started = time.monotonic()
-
-    def _stop(self, job: _Job) -> None:
-        if job.process is not None:
-            if job.process.exitcode is None:  # not reaped yet, so the pid is still this worker's
-                try:
-                    os.kill(job.process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass  # it exited just now
-            job.process.join(timeout=5)
-        if job.conn is not None:
-            job.conn.close()
-
-    def _run(self, jobs: list[_Job]) -> Iterator[tuple[_Job, list[EpisodeResult], float, tuple[str, str] | None]]:
-        waiting = list(jobs)
-        running: list[_Job] = []
-        played: dict[int, list[EpisodeResult]] = {job.index: [] for job in jobs}
-        started: dict[int, float] = {}
-        build_errors: dict[int, tuple[str, str]] = {}
-        while waiting or running:
-            while waiting and len(running) < self.workers:
-                job = waiting.pop(0)
-                job.pending = list(job.seeds)
-                started[job.index] = time.monotonic()
-                self._start(job)
-                running.append(job)
-            ready = multiprocessing.connection.wait([job.conn for job in running], timeout=0.02)
-            now = time.monotonic()
-            for job in list(running):
-                finished = False
-                if job.conn in ready:
-                    finished = self._read(job, played[job.index], build_errors)
-                else:
-                    beat = job.heartbeat.value
-                    if beat and now - beat > self.limits.move_s:
-                        finished = self._timeout(job, played[job.index], f"a move took over {self.limits.move_s:g} s")
-                    elif now - job.episode_started > self.limits.episode_s:
-                        finished = self._timeout(
-                            job, played[job.index], f"the episode took over {self.limits.episode_s:g} s"
-                        )
-                if finished:
-                    self._stop(job)
-                    running.remove(job)
-                    yield job, played[job.index], time.monotonic() - started[job.index], build_errors.get(job.index)
-
-    def _timeout(self, job: _Job, episodes: list[EpisodeResult], why: str) -> bool:
-        """Kill; the episode in progress and the ones not yet played count as timeouts."""
-        for seed in job.pending:
-            episodes.append(EpisodeResult(seed=seed, error="timeout", message=why if seed == job.pending[0]
-                                          else "not played: the program timed out in an earlier episode"))  # fmt: skip
-        job.pending = []
-        return True
-
-    def _read(self, job: _Job, episodes: list[EpisodeResult], build_errors: dict[int, tuple[str, str]]) -> bool:
-        """One message from the worker; True when the job is over."""
+    def _load(self, completion: str, results: list[ProgramResult]) -> Program | None:
         try:
-            raw = job.conn.recv_bytes(maxlength=16 * 2**20)
-            message = orjson.loads(raw)
+            program = load(completion, self.spec.strategy)
+        except ProgramError as exc:
+            results.append(ProgramResult(sha=None, error=exc.kind, rule=exc.rule, message=str(exc)))
+            return None
+        results.append(ProgramResult(sha=program.sha, source=program.source))
+        return program
+
+    def _schedule(self, jobs: list[_Job]) -> Any:
+        waiting, running = list(jobs), []
+        try:
+            while waiting or running:
+                while waiting and len(running) < self.workers:
+                    job = waiting.pop(0)
+                    job.start(self.pool.acquire())
+                    running.append(job)
+                ready = wait([job.worker.conn for job in running], timeout=0.02)
+                now = time.monotonic()
+                for job in list(running):
+                    if job.worker.conn in ready:
+                        job.receive()
+                    else:
+                        job.check_time(now)
+                    if job.finished:
+                        job.stop()
+                        running.remove(job)
+                        yield job
+        finally:
+            for job in running:  # an error (a failed server) or an abandoned generator
+                job.stop()
+
+
+class _Job:
+    """One program on its seeds, in one worker. Subclasses drive the two modes."""
+
+    mode = ""
+
+    def __init__(self, runner: Runner, index: int, program: Program, seeds: list[int], record: Path | None) -> None:
+        self.runner, self.index, self.program, self.record = runner, index, program, record
+        self.pending = list(seeds)  # seeds whose episode has not been reported yet
+        self.episodes: list[EpisodeResult] = []
+        self.build_error: tuple[str, str] | None = None
+        self.finished = False
+        self.worker: Worker = None  # type: ignore[assignment]
+        self.started = self.episode_started = 0.0
+        self.seconds = 0.0
+        self.killed = False
+
+    def start(self, worker: Worker) -> None:
+        self.worker = worker
+        self.started = self.episode_started = time.monotonic()
+        limits = self.runner.limits
+        self.send({"mode": self.mode, "source": self.program.source, "sha": self.program.sha,
+                   "seeds": self.pending, "memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s})  # fmt: skip
+
+    def stop(self) -> None:
+        self.seconds = time.monotonic() - self.started
+        self.runner.pool.release(self.worker)
+
+    def send(self, message: dict[str, Any]) -> None:
+        try:
+            self.worker.conn.send_bytes(orjson.dumps(message))
+        except OSError:
+            pass  # the worker died; its socket reads EOF next and ``died`` says why
+
+    def receive(self) -> None:
+        try:
+            message = orjson.loads(self.worker.conn.recv_bytes(maxlength=MAX_WORKER_MESSAGE))
         except (EOFError, OSError, orjson.JSONDecodeError):
-            return self._died(job, episodes)
+            return self.died()
         kind = message.get("t") if isinstance(message, dict) else None
-        if kind == "done":
-            for seed in job.pending:  # stopped early (a cheating program): the rest are forfeited
-                episodes.append(EpisodeResult(seed=seed, error="forbidden", message="not played: the program cheated"))
-            return True
         if kind == "build":
             error = message.get("error")
-            error = error if error in ERROR_KINDS else "exception"
-            build_errors[job.index] = (error, _text(message.get("message")))
-            for seed in job.pending:
-                episodes.append(EpisodeResult(seed=seed, error=error, message=_text(message.get("message"))))
-            return True
-        if kind == "episode" and job.pending and message.get("seed") == job.pending[0]:
-            job.pending.pop(0)
-            episodes.append(self._replay(message))
-            job.episode_started = time.monotonic()
-            return False
-        return self._died(job, episodes, "the worker sent an unexpected message")
+            self.build_error = (error if error in ERROR_KINDS else "exception", _text(message.get("message")))
+            return self.forfeit(*self.build_error)
+        if kind == "done":
+            return self.forfeit("forbidden", "not played: the program cheated in an earlier episode")
+        if not self.handle(kind, message):
+            self.kill()
+            self.forfeit("forbidden", "the worker sent a message out of protocol")
 
-    def _died(self, job: _Job, episodes: list[EpisodeResult], why: str | None = None) -> bool:
-        job.process.join(timeout=5)
-        code = job.process.exitcode
-        if code == -signal.SIGXCPU:
+    def handle(self, kind: str | None, message: dict[str, Any]) -> bool:
+        raise NotImplementedError
+
+    def check_time(self, now: float) -> None:
+        limits = self.runner.limits
+        beat = self.worker.beat()
+        if beat and now - beat > limits.move_s:
+            self.timed_out(f"a call of the program took over {limits.move_s:g} s")
+        elif now - self.episode_started > limits.episode_s:
+            self.timed_out(f"the episode took over {limits.episode_s:g} s")
+
+    def timed_out(self, why: str) -> None:
+        self.kill()
+        self.forfeit("timeout", why, rest="not played: the program timed out in an earlier episode")
+
+    def kill(self) -> None:
+        self.killed = True
+        self.runner.pool.kill(self.worker)
+
+    def died(self) -> None:
+        """The worker's socket closed before it said it was done: find out why from its exit code."""
+        code = self.runner.pool.exit_code(self.worker)
+        if code in (-signal.SIGXCPU, -signal.SIGKILL) and not self.killed:
             kind, text = "timeout", "the program used up its CPU-seconds budget"
-        elif why is None and code is not None and code < 0:
-            kind, text = "exception", f"the worker was killed by signal {-code}"
+        elif code is not None and code < 0:
+            kind, text = "exception", f"the worker was killed by signal {signal.Signals(-code).name}"
         else:
-            kind, text = "exception", why or f"the worker exited with code {code}"
-        for seed in job.pending:
-            episodes.append(EpisodeResult(seed=seed, error=kind, message=text))
-        job.pending = []
+            kind, text = "exception", f"the worker exited unexpectedly (code {code})"
+        self.forfeit(kind, text)
+
+    def forfeit(self, kind: str, message: str, rest: str | None = None) -> None:
+        """Every episode not yet reported gets ``kind``; the job is over."""
+        for i, seed in enumerate(self.pending):
+            self.episodes.append(EpisodeResult(seed=seed, error=kind, message=message if i == 0 or rest is None
+                                               else rest))  # fmt: skip
+        self.pending = []
+        self.finished = True
+
+    def episode_done(self, result: EpisodeResult) -> None:
+        self.episodes.append(result)
+        self.pending.pop(0)
+        self.episode_started = time.monotonic()
+        if not self.pending:
+            self.finished = True
+
+    def recorder(self, seed: int) -> RecordingWriter | None:
+        if self.record is None:
+            return None
+        return RecordingWriter(recording_path(self.record, self.program.sha, seed), env=self.runner.spec.name,
+                               seed=seed, program=self.program.sha, params=self.runner.params)  # fmt: skip
+
+
+class _PlayJob(_Job):
+    """The worker plays its own copy of the game; the parent replays the actions on its own."""
+
+    mode = "play"
+
+    def handle(self, kind: str | None, message: dict[str, Any]) -> bool:
+        if kind != "episode" or not self.pending or message.get("seed") != self.pending[0]:
+            return False
+        self.episode_done(self.replay(message))
         return True
 
-    def _replay(self, message: dict[str, Any]) -> EpisodeResult:
-        """The authoritative result: the worker's actions replayed on our own seeded game."""
-        seed, actions = message["seed"], message.get("actions")
-        error = message.get("error")
-        result = EpisodeResult(seed=seed, error=error if error in ERROR_KINDS else None,
-                               message=_text(message.get("message")))  # fmt: skip
+    def replay(self, message: dict[str, Any]) -> EpisodeResult:
+        """The authoritative result: the worker's actions replayed on the parent's own seeded game."""
+        seed, actions, error = message["seed"], message.get("actions"), message.get("error")
+        result = EpisodeResult(seed=seed, error=error, message=_text(message.get("message")))
         if error is not None and error not in ERROR_KINDS:
-            result.error, result.message = "exception", "the worker reported an unknown error kind"
-        env = self.replay_env
-        obs = env.reset(seed=seed, episode_id=f"seed-{seed}")
+            result.error, result.message = "forbidden", "the worker reported an unknown error kind"
         if not isinstance(actions, list):
-            actions = []
-            result.error, result.message = "forbidden", "the worker's action list was not a list"
+            actions, result.error, result.message = [], "forbidden", "the worker's action list was not a list"
+        env, recorder = self.runner.env, self.recorder(seed)
+        obs = env.reset(seed=seed, episode_id=f"seed-{seed}")
+        _record(recorder, None, obs)
         for raw in actions:
             try:
-                obs = env.step(env.action_type.model_validate(raw))
-            except (InvalidAction, ValueError) as exc:
+                action = env.action_type.model_validate(raw)
+                obs = env.step(action)
+            except (InvalidAction, ValueError) as exc:  # pydantic's ValidationError is a ValueError
                 result.error = "forbidden"
                 result.message = f"the replay refused a move the worker accepted: {_text(str(exc))}"
                 break
+            _record(recorder, action, obs)
             result.moves += 1
             result.score += obs.reward or 0.0
         if result.error is None and not obs.done:
             result.error, result.message = "forbidden", "the worker stopped before the game ended"
-        result.won = bool(getattr(obs, "won", False)) and obs.done
-        result.max_tile = getattr(obs, "max_tile", None)
+        _finish(result, obs, recorder)
         return result
+
+
+class _CallJob(_Job):
+    """The parent holds the game (local or on a server) and asks the worker for one move at a time."""
+
+    mode = "call"
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.game: Any = None
+        self.obs: Observation | None = None
+        self.result: EpisodeResult | None = None
+        self.recording: RecordingWriter | None = None
+        self.call_started = 0.0
+
+    def handle(self, kind: str | None, message: dict[str, Any]) -> bool:
+        if kind == "ready" and self.game is None:
+            self.game = _RemoteGame(self.runner.env, self.runner.url) if self.runner.url else self.runner.env
+            self.new_episode()
+        elif kind == "prepared" and self.result is not None:
+            self.call_started = time.perf_counter()  # the clock covers the call and the answer's return only
+            self.worker.conn.send_bytes(b'{"t":"go"}')
+        elif kind == "value" and self.result is not None:
+            self.play(message.get("v"), time.perf_counter() - self.call_started)
+        elif kind == "error" and self.result is not None:
+            error = message.get("error")
+            self.end_episode(error if error in ERROR_KINDS else "forbidden", _text(message.get("message")))
+        else:
+            return False
+        return True
+
+    def new_episode(self) -> None:
+        seed = self.pending[0]
+        self.result, self.recording = EpisodeResult(seed=seed), self.recorder(seed)
+        self.obs = self.game.reset(seed=seed, episode_id=f"seed-{seed}")
+        self.episode_started = time.monotonic()
+        _record(self.recording, None, self.obs)
+        self.next_call()
+
+    def next_call(self) -> None:
+        args = list(self.runner.env.program_inputs(self.obs))
+        if self.runner.timed:  # the worker loads the arguments and thrashes its caches, then says "prepared"
+            return self.send({"t": "prepare", "args": args})
+        self.call_started = time.perf_counter()
+        self.send({"t": "call", "args": args})
+
+    def play(self, value: Any, elapsed: float) -> None:
+        env, result = self.runner.env, self.result
+        try:
+            action = env.program_action(value, elapsed_s=elapsed) if self.runner.timed else env.program_action(value)
+            self.obs = self.game.step(action)
+        except (ValueError, InvalidAction) as exc:
+            return self.end_episode("illegal_move", _text(str(exc)))
+        _record(self.recording, action, self.obs)
+        result.moves += 1
+        result.score += self.obs.reward or 0.0
+        if self.obs.done:
+            self.end_episode(None, "")
+        else:
+            self.next_call()
+
+    def end_episode(self, error: str | None, message: str) -> None:
+        result = self.result
+        result.error, result.message = error, message
+        _finish(result, self.obs, self.recording)
+        self.result = self.recording = None
+        self.episode_done(result)
+        if error in ("forbidden", "memory"):
+            self.kill()
+            self.forfeit(error, f"not played: the program's {error} error in an earlier episode")
+        elif self.pending:
+            self.new_episode()
+        else:
+            self.send({"t": "stop"})
+
+    def forfeit(self, kind: str, message: str, rest: str | None = None) -> None:
+        if self.result is not None:  # the episode in progress is cut short: close its recording
+            self.result.error, self.result.message = kind, message
+            _finish(self.result, self.obs, self.recording)
+            self.result = self.recording = None
+        super().forfeit(kind, message, rest)
+
+    def stop(self) -> None:
+        super().stop()
+        if isinstance(self.game, _RemoteGame):
+            self.game.close()
+
+
+class _RemoteGame:
+    """A game on an environment server (WebSocket), seen through the local class's observation model."""
+
+    def __init__(self, env: Environment, url: str) -> None:
+        from stratagem.envs.client import EnvClient
+
+        self.env = env
+        try:
+            self.client = EnvClient.connect(url)
+        except (OSError, ValueError) as exc:
+            raise ServerFailed(f"cannot reach the environment server at {url}: {exc}") from None
+
+    def reset(self, seed: int, episode_id: str) -> Observation:
+        return self._observation(self._call(self.client.reset, seed=seed, episode_id=episode_id))
+
+    def step(self, action: Any) -> Observation:
+        return self._observation(self._call(self.client.step, action))
+
+    def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        from stratagem.envs.client import RemoteError
+
+        try:
+            return method(*args, **kwargs)
+        except InvalidAction:
+            raise  # the server refused the program's move: the program's fault, scored as such
+        except (RemoteError, OSError) as exc:
+            raise ServerFailed(f"the environment server failed: {exc}") from None
+
+    def _observation(self, result: Any) -> Observation:
+        try:
+            return self.env.observation_type.model_validate(
+                {**result.observation, "reward": result.reward, "done": result.done}
+            )
+        except ValidationError as exc:
+            raise ServerFailed(
+                f"the server's observation does not fit environment {type(self.env).__name__}: {exc}"
+            ) from None
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _observation_fields(obs: Observation) -> dict[str, Any]:
+    return obs.model_dump(mode="json", exclude={"reward", "done", "metadata"})
+
+
+def _record(recorder: RecordingWriter | None, action: Any, obs: Observation) -> None:
+    if recorder is not None:
+        action_fields = None if action is None else action.model_dump(mode="json", exclude_none=True)
+        recorder.step(action_fields, obs.reward, obs.done, _observation_fields(obs))
+
+
+def _finish(result: EpisodeResult, obs: Observation | None, recorder: RecordingWriter | None) -> None:
+    """Fill in what the final position says, and close the recording with the result."""
+    if obs is not None:
+        result.won = bool(getattr(obs, "won", False)) and obs.done and result.error is None
+        result.max_tile = getattr(obs, "max_tile", None)
+    if recorder is not None:
+        recorder.close({"score": result.score, "moves": result.moves, "won": result.won,
+                        "max_tile": result.max_tile, "error": result.error, "message": result.message})  # fmt: skip
 
 
 def _text(value: Any) -> str:

@@ -1,8 +1,8 @@
-"""The inside of the sandbox: one forked process plays one program over its episodes.
+"""The inside of the sandbox: one forked process runs one program, then exits.
 
-The parent (``runner.py``) forks this from a pre-started fork server, sends a job, and trusts
-nothing that comes back beyond plain JSON it validates: per episode, the seed, the list of
-action ids, and an error kind. Before the program is built the process confines itself:
+The parent (``runner.py``) gets this process from the pool (``pool.py``), sends one job, and
+trusts nothing that comes back beyond plain JSON it validates. Before the program is built the
+process confines itself:
 
 - rlimits: address space, CPU seconds, no file growth (RLIMIT_FSIZE=0), no new descriptors,
   no core dumps; a network namespace of its own when the kernel allows it;
@@ -11,24 +11,35 @@ action ids, and an error kind. Before the program is built the process confines 
   sockets, imports, ctypes, frames or code objects. A program that catches the refusal is
   still caught: the record decides, not the exception.
 
-Time is not enforced here: the parent watches a shared heartbeat (when the current move
-started) and kills this process when a move or an episode runs too long.
+Two modes. ``play``: the worker holds its own copy of the game, plays every seed and sends,
+per episode, the actions taken (the parent replays them on its own copy, so a program that
+tampers with this process's game gains nothing). ``call``: the parent holds the game (local,
+remote or timed) and sends the program's arguments; the worker answers each call with the
+return value as plain data. Time is never enforced here: the worker stamps a shared heartbeat
+when a call starts, and the parent kills the process when a call or an episode runs too long.
 """
 
 from __future__ import annotations
 
+import ctypes
+import importlib
+import mmap
 import os
 import resource
 import signal
+import struct
 import sys
 import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
 from typing import Any
 
 import orjson
 
-from stratagem.agents.programs import Program, ProgramError, build, safe_builtins
-from stratagem.envs.core import InvalidAction
-from stratagem.envs.spec import EnvSpec
+from stratagem.agents.programs import Program, ProgramError, build
+from stratagem.envs.core import Environment, InvalidAction
+from stratagem.envs.spec import EnvSpec, StrategySpec
+from stratagem.envs.timing import thrash_caches
 
 MESSAGE_CHARS = 300
 FORBIDDEN_PREFIXES = (
@@ -74,7 +85,9 @@ def confine(memory_mb: int, cpu_s: float) -> None:
     for which, value in limits:
         _, hard = resource.getrlimit(which)
         value = value if hard == resource.RLIM_INFINITY else min(value, hard)
-        resource.setrlimit(which, (value, value))
+        # CPU: the soft limit sends SIGXCPU (which the parent reads as "out of CPU time") a second
+        # before the hard limit's SIGKILL.
+        resource.setrlimit(which, (value, value + 1 if which == resource.RLIMIT_CPU else value))
     _leave_the_network()
 
 
@@ -87,15 +100,13 @@ def _highest_fd() -> int:
     return max(int(fd) for fd in os.listdir("/proc/self/fd"))
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded before any audit hook exists
+PR_SET_PDEATHSIG, CLONE_NEWNET = 1, 0x40000000
+
+
 def _leave_the_network() -> None:
     """A fresh network namespace has only a downed loopback; skipped where not permitted."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.unshare(0x40000000)  # CLONE_NEWNET
-    except (OSError, AttributeError):
-        pass
+    _LIBC.unshare(CLONE_NEWNET)
 
 
 def _short(text: str) -> str:
@@ -112,25 +123,59 @@ def _describe(exc: BaseException) -> str:
         return type(exc).__name__
 
 
-def serve(conn: Any, heartbeat: Any, job_bytes: bytes) -> None:
-    """Entry point in the forked child: confine, build, play, report; then exit."""
-    job = orjson.loads(job_bytes)
-    spec = EnvSpec.model_validate(job["spec"])
-    spec.source = None
-    env = spec.make(**job["params"])
-    program = Program(source=job["source"], function=spec.strategy.function, sha=job["sha"])
-    safe_builtins(spec.strategy.imports)  # build the module proxies now, before imports are refused
+_HEARTBEAT = struct.Struct("d")
+MAX_VALUE_BYTES = 16 * 2**20
+
+
+def preload(strategy: StrategySpec) -> None:
+    """Import the modules programs may use now, so that no real import happens once the hook is armed."""
+    for name in strategy.imports:
+        importlib.import_module(name)
+
+
+def encode_value(value: Any) -> bytes:
+    """The reply carrying ``value``, if it is JSON data built from exact builtin types; else ValueError.
+
+    orjson walks the value in C without calling anything of the program's: a subclass
+    (``collections.Counter``), a lazy object (a generator, ``map``) or an int past 64 bits is
+    refused. A NaN or an infinity becomes null, which no environment accepts as a move.
+    """
+    try:
+        payload = orjson.dumps({"t": "value", "v": value}, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise ValueError(f"the strategy did not return plain data ({exc}); return str, int, float, bool, None, "
+                         "or lists, tuples and dicts of them") from None  # fmt: skip
+    if len(payload) > MAX_VALUE_BYTES:
+        raise ValueError(f"the returned value is larger than {MAX_VALUE_BYTES // 2**20} MiB as JSON")
+    return payload
+
+
+def run_child(channel_fd: int, heartbeat_fd: int, env: Environment, spec: EnvSpec) -> None:
+    """Entry point in a freshly forked child: wait for the job, confine, build, run, report; return."""
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # if the zygote dies, so does this process
+    conn = Connection(channel_fd)
+    page = mmap.mmap(heartbeat_fd, _HEARTBEAT.size)
+    os.close(heartbeat_fd)
+    try:
+        job = orjson.loads(conn.recv_bytes())
+    except (EOFError, OSError):
+        return  # the pool closed before this spare was used
     guard = AuditGuard()
     confine(job["memory_mb"], job["cpu_s"])
     sys.addaudithook(guard)
-    guard.permits = {"compile": 1, "exec": 1}  # exactly our own build of the program
-    guard.armed = True
 
     def send(message: dict[str, Any]) -> None:
-        guard.armed = False  # our own write to the pipe
+        guard.armed = False  # our own write to the socket
         conn.send_bytes(orjson.dumps(message))
         guard.armed = True
 
+    def beat(started: float) -> None:
+        _HEARTBEAT.pack_into(page, 0, started)
+
+    program = Program(source=job["source"], function=spec.strategy.function, sha=job["sha"])
+    guard.permits = {"compile": 1, "exec": 1}  # exactly our own build of the program
+    guard.armed = True
+    beat(time.monotonic())  # the module's top level runs under the same per-call limit
     try:
         fn = build(program, spec.strategy)
     except ProgramError as exc:
@@ -140,39 +185,100 @@ def serve(conn: Any, heartbeat: Any, job_bytes: bytes) -> None:
     except BaseException as exc:  # anything the program's top level raised
         kind = "forbidden" if guard.events else "exception"
         return send({"t": "build", "error": kind, "message": _describe(exc), "events": guard.events[:5]})
-    for seed in job["seeds"]:
-        actions, error, message = [], None, ""
+    finally:
+        beat(0.0)
+    call = _caller(fn, guard, beat)
+    if job["mode"] == "play":
+        _play(call, env, job["seeds"], guard, send)
+    else:
+        _answer(call, conn, guard, send)
+    send({"t": "done"})
+
+
+def _caller(fn: Callable[..., Any], guard: AuditGuard, beat: Callable[[float], None]) -> Callable[..., Any]:
+    """One call of the program: (value, error kind or None, message)."""
+
+    def call(args: Any) -> tuple[Any, str | None, str]:
+        value, error, message = None, None, ""
+        beat(time.monotonic())
+        try:
+            value = fn(*args)
+        except MemoryError:
+            error, message = "memory", "MemoryError"
+        except RecursionError:
+            error, message = "exception", "RecursionError: maximum recursion depth exceeded"
+        except BaseException as exc:  # the program's own failure, SystemExit included
+            error, message = "exception", _describe(exc)
+        finally:
+            beat(0.0)
+        if guard.events:
+            return None, "forbidden", f"forbidden event: {guard.events[0]}"
+        return value, error, message
+
+    return call
+
+
+def _play(call: Callable[..., Any], env: Environment, seeds: list[int], guard: AuditGuard, send: Any) -> None:
+    for seed in seeds:
+        actions: list[dict[str, Any]] = []
+        error, message = None, ""
         guard.armed = False
         obs = env.reset(seed=seed, episode_id=f"seed-{seed}")
+        inputs = env.program_inputs(obs)
         guard.armed = True
         while not obs.done:
-            inputs = env.program_inputs(obs)
-            heartbeat.value = time.monotonic()
-            try:
-                value = fn(*inputs)
-            except MemoryError:
-                error, message = "memory", "MemoryError"
-            except RecursionError:
-                error, message = "exception", "RecursionError: maximum recursion depth exceeded"
-            except BaseException as exc:  # the program's own failure
-                error, message = "exception", _describe(exc)
-            finally:
-                heartbeat.value = 0.0
-            if guard.events:
-                error, message = "forbidden", f"forbidden event: {guard.events[0]}"
-            if error is None:
-                guard.armed = False
-                try:
-                    action = env.program_action(value)
-                    obs = env.step(action)
-                    actions.append(action.model_dump(exclude_none=True))
-                except (ValueError, InvalidAction) as exc:
-                    error, message = "illegal_move", _short(str(exc))
-                finally:
-                    guard.armed = True
+            value, error, message = call(inputs)
             if error is not None:
                 break
+            guard.armed = False  # the environment's code, not the program's
+            try:
+                action = env.program_action(value)
+                obs = env.step(action)
+                actions.append(action.model_dump(exclude_none=True))
+                inputs = env.program_inputs(obs)
+            except (ValueError, InvalidAction) as exc:
+                error, message = "illegal_move", _short(str(exc))
+                break
+            finally:
+                guard.armed = True
         send({"t": "episode", "seed": seed, "actions": actions, "error": error, "message": message})
         if error == "forbidden":
-            break  # a program that tried to cheat plays no further episode
-    send({"t": "done"})
+            return  # a program that tried to cheat plays no further episode
+
+
+def _answer(call: Callable[..., Any], conn: Connection, guard: AuditGuard, send: Any) -> None:
+    send({"t": "ready"})
+    prepared: Any = []
+    while True:
+        guard.armed = False
+        try:
+            request = orjson.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        finally:
+            guard.armed = True
+        kind = request.get("t")
+        if kind == "prepare":  # a timed call: arguments first, then cold caches, then "go" starts the clock
+            prepared = request["args"]
+            thrash_caches()
+            send({"t": "prepared"})
+            continue
+        if kind == "go":
+            args = prepared
+        elif kind == "call":
+            args = request["args"]
+        else:
+            return
+        value, error, message = call(args)
+        if error is None:
+            try:
+                reply = encode_value(value)
+            except ValueError as exc:
+                error, message = "illegal_move", _short(str(exc))
+        if error is not None:
+            reply = orjson.dumps({"t": "error", "error": error, "message": message})
+        guard.armed = False
+        conn.send_bytes(reply)
+        guard.armed = True
+        if error == "forbidden":
+            return

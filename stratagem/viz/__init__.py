@@ -1,0 +1,1 @@
+"""Seeing what happened: recordings of episodes (and, later, the viewer and plots)."""
