@@ -33,6 +33,22 @@ def _positive(kind: type) -> Any:
     return parse
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _url(text: str) -> str:
+    if not text.startswith(("http://", "https://", "ws://", "wss://")):
+        raise argparse.ArgumentTypeError(f"expected a server URL such as http://127.0.0.1:8000, got {text!r}")
+    return text
+
+
 def _port(text: str) -> int:
     try:
         port = int(text)
@@ -60,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         "play games well. Environments speak OpenEnv's wire protocol.",
     )
     from stratagem import __version__
+    from stratagem.agents.runner import Limits as RunnerLimits
     from stratagem.envs.sessions import Limits
 
     parser.add_argument("--version", action="version", version=f"stratagem {__version__}")
@@ -91,6 +108,44 @@ def build_parser() -> argparse.ArgumentParser:
             flag, type=_positive(kind), default=default, metavar=metavar, help=f"{text} (default {default})"
         )
     serve.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+
+    play = sub.add_parser("play", help="play a strategy program over many episodes in the sandbox; print a summary")
+    play.add_argument("env", help="a registered name (see `stratagem envs`) or a path to an openenv.yaml")
+    play.add_argument(
+        "--strategy",
+        required=True,
+        metavar="FILE",
+        help="a .py file, or an LLM completion, defining the manifest's function (e.g. strategy(board))",
+    )
+    play.add_argument("--episodes", type=_positive(int), default=100, help="episodes to play (default 100)")
+    play.add_argument(
+        "--seed", type=_non_negative_int, default=0, help="first seed; episode i plays seed+i (default 0)"
+    )
+    play.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
+    play.add_argument("--record", metavar="DIR", help="write one replay file per episode into DIR")
+    play.add_argument("--url", type=_url, help="play on this environment server instead of in-process")
+    play.add_argument(
+        "--workers", type=_positive(int), default=None, help="sandboxed processes at once (default: cores)"
+    )
+    play.add_argument(
+        "-p",
+        "--param",
+        type=_param,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an environment parameter (repeatable)",
+    )
+    sandbox = RunnerLimits()
+    for flag, kind, default, metavar, text in (
+        ("--move-timeout", float, sandbox.move_s, "S", "wall-clock limit per call of the program"),
+        ("--episode-timeout", float, sandbox.episode_s, "S", "wall-clock limit per episode"),
+        ("--memory-mb", int, sandbox.memory_mb, "MB", "memory the program may allocate"),
+        ("--cpu-seconds", float, sandbox.cpu_s, "S", "CPU time for the program over all its episodes"),
+    ):
+        play.add_argument(
+            flag, type=_positive(kind), default=default, metavar=metavar, help=f"{text} (default {default})"
+        )
 
     validate = sub.add_parser("validate", help="check a running server against the wire protocol")
     validate.add_argument("url", help="the server's base URL, e.g. http://127.0.0.1:8000")
@@ -130,6 +185,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_play(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from stratagem.agents.runner import Limits, Runner
+    from stratagem.agents.summary import format_summary, summarize
+    from stratagem.envs.spec import resolve
+
+    path = Path(args.strategy)
+    try:
+        completion = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot read --strategy {path}: {exc.strerror or exc}") from None
+    spec = resolve(args.env)
+    limits = Limits(move_s=args.move_timeout, episode_s=args.episode_timeout, memory_mb=args.memory_mb,
+                    cpu_s=args.cpu_seconds)  # fmt: skip
+    seeds = list(range(args.seed, args.seed + args.episodes))
+    with Runner(spec, dict(args.param), workers=args.workers, limits=limits, url=args.url) as runner:
+        started = time.perf_counter()
+        [result] = runner.evaluate([completion], seeds, record=args.record)
+        seconds = time.perf_counter() - started
+    summary = summarize(result, spec, seconds)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(format_summary(summary))
+        if args.record and result.episodes:
+            print(f"replays: {args.record}/{result.sha}-seed<N>.jsonl.gz")
+    return 1 if result.error in ("syntax", "policy") else 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from stratagem.envs.validate import Validator, format_table
 
@@ -143,10 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     from stratagem.envs.spec import ManifestError
 
     args = build_parser().parse_args(argv)
-    handler = {"envs": cmd_envs, "serve": cmd_serve, "validate": cmd_validate}[args.command]
+    from stratagem.agents.pool import PoolError
+    from stratagem.agents.runner import ServerFailed
+
+    handler = {"envs": cmd_envs, "serve": cmd_serve, "play": cmd_play, "validate": cmd_validate}[args.command]
     try:
         return handler(args)
-    except (ManifestError, FactoryFailed, ValueError) as exc:
+    except (ManifestError, FactoryFailed, ValueError, PoolError, ServerFailed) as exc:
         print(f"stratagem {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,67 @@
+"""What ``stratagem play`` prints: one program's episodes summarised, as a table or as JSON."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from typing import Any
+
+from stratagem.agents.rewards import Rubric
+from stratagem.agents.runner import ProgramResult
+from stratagem.envs.spec import EnvSpec
+
+
+def summarize(result: ProgramResult, spec: EnvSpec, seconds: float) -> dict[str, Any]:
+    """Plain data (JSON-ready): outcomes, scores, max tiles, errors by kind, speed and the rubric's rewards."""
+    episodes = result.episodes
+    scores = [e.score for e in episodes]
+    tiles = Counter(e.max_tile for e in episodes if e.max_tile is not None)
+    moves = sum(e.moves for e in episodes)
+    scored = Rubric().score(result, spec.reward)
+    return {
+        "env": spec.name,
+        "program": result.sha,
+        "program_error": result.error,
+        "message": result.message,
+        "episodes": len(episodes),
+        "wins": sum(e.won for e in episodes),
+        "win_rate": result.win_rate,
+        "mean_score": statistics.fmean(scores) if scores else 0.0,
+        "median_score": statistics.median(scores) if scores else 0.0,
+        "max_score": max(scores, default=0.0),
+        "max_tile_histogram": {str(tile): tiles[tile] for tile in sorted(tiles)},
+        "errors": dict(Counter(e.error for e in episodes if e.error is not None)),
+        "first_error": next((f"seed {e.seed}: {e.error}: {e.message}" for e in episodes if e.error), None),
+        "moves": moves,
+        "seconds": seconds,
+        "moves_per_s": moves / seconds if seconds > 0 else 0.0,
+        "episodes_per_s": len(episodes) / seconds if seconds > 0 else 0.0,
+        "reward": scored.total,
+        "reward_parts": scored.parts,
+    }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    rows: list[tuple[str, str]] = [("environment", summary["env"]), ("program", str(summary["program"]))]
+    if summary["program_error"] and not summary["episodes"]:
+        rows.append(("refused", f"{summary['program_error']}: {summary['message']}"))
+    rows += [
+        ("episodes", str(summary["episodes"])),
+        ("win rate", f"{summary['win_rate']:.1%} ({summary['wins']} won)"),
+        ("score", f"mean {summary['mean_score']:.1f}, median {summary['median_score']:.1f}, "
+                  f"max {summary['max_score']:.1f}"),
+    ]  # fmt: skip
+    if summary["max_tile_histogram"]:
+        total = max(1, summary["episodes"])
+        histogram = ", ".join(f"{tile}: {n} ({n / total:.0%})" for tile, n in summary["max_tile_histogram"].items())
+        rows.append(("max tile", histogram))
+    errors = ", ".join(f"{kind} {n}" for kind, n in sorted(summary["errors"].items())) or "none"
+    rows.append(("errors", errors))
+    if summary["first_error"]:
+        rows.append(("first error", summary["first_error"]))
+    rows.append(("speed", f"{summary['moves_per_s']:.0f} moves/s, {summary['episodes_per_s']:.2f} episodes/s "
+                          f"({summary['moves']} moves in {summary['seconds']:.2f} s)"))  # fmt: skip
+    parts = ", ".join(f"{name} {value:+.2f}" for name, value in summary["reward_parts"].items())
+    rows.append(("reward", f"{summary['reward']:+.3f} ({parts})"))
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
