@@ -151,7 +151,7 @@ def _read_all(file: IO[bytes]) -> bytes:
     """Everything readable; a gzip stream cut off mid-member yields what it decoded so far."""
     out = io.BytesIO()
     try:
-        while chunk := file.read(1 << 16):
+        while chunk := file.read1(1 << 16):  # read1: what is decoded so far survives a cut-off stream
             out.write(chunk)
     except EOFError:
         pass
