@@ -191,3 +191,23 @@ def test_seed_none_is_recorded_so_the_episode_can_be_replayed():
     seed = env.state.seed
     assert isinstance(seed, int)
     assert env.reset(seed=seed).board == first.board
+
+
+def test_the_fast_replay_ends_where_stepping_ends_and_refuses_what_step_refuses():
+    env = Game2048Env(max_episode_steps=60)
+    for seed in range(4):
+        obs, rng, actions = env.reset(seed=seed), random.Random(seed), []
+        while not obs.done:
+            actions.append({"action_id": rng.choice(obs.legal_actions)})
+            obs = env.step(actions[-1])
+        final, score = env.replay(seed, actions)
+        assert final.model_dump() == obs.model_dump() and score == obs.score
+        seen = []
+        env.replay(seed, actions, on_step=lambda action, o: seen.append(o.board))
+        assert len(seen) == len(actions) + 1 and seen[-1] == obs.board
+        with pytest.raises(EpisodeNotActive):  # a move after the end (here: the 60-step truncation or no move left)
+            env.replay(seed, [*actions, {"action_id": 0}])
+    seed = next(s for s in range(100) if len(env.reset(seed=s).legal_actions) < 4)
+    illegal = min(set(range(4)) - set(env.reset(seed=seed).legal_actions))
+    with pytest.raises(InvalidAction, match="does not move any tile"):
+        env.replay(seed, [{"action_id": illegal}])

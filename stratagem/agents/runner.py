@@ -34,7 +34,7 @@ from pydantic import ValidationError
 
 from stratagem.agents.pool import Worker, WorkerPool
 from stratagem.agents.programs import Program, ProgramError, load
-from stratagem.envs.core import Environment, InvalidAction, Observation
+from stratagem.envs.core import EnvError, Environment, InvalidAction, Observation
 from stratagem.envs.spec import EnvSpec, resolve
 from stratagem.viz.recording import RecordingWriter, recording_path
 
@@ -314,19 +314,13 @@ class _PlayJob(_Job):
         if not isinstance(actions, list):
             actions, result.error, result.message = [], "forbidden", "the worker's action list was not a list"
         env, recorder = self.runner.env, self.recorder(seed)
-        obs = env.reset(seed=seed, episode_id=f"seed-{seed}")
-        _record(recorder, None, obs)
-        for raw in actions:
-            try:
-                action = env.action_type.model_validate(raw)
-                obs = env.step(action)
-            except (InvalidAction, ValueError) as exc:  # pydantic's ValidationError is a ValueError
-                result.error = "forbidden"
-                result.message = f"the replay refused a move the worker accepted: {_text(str(exc))}"
-                break
-            _record(recorder, action, obs)
-            result.moves += 1
-            result.score += obs.reward or 0.0
+        on_step = None if recorder is None else (lambda action, obs: _record(recorder, action, obs))
+        try:
+            obs, result.score = env.replay(seed, actions, on_step)
+            result.moves = len(actions)
+        except (EnvError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+            obs, result.error = None, "forbidden"
+            result.message = f"the replay refused a move the worker accepted: {_text(str(exc))}"
         if result.error is None and not obs.done:
             result.error, result.message = "forbidden", "the worker stopped before the game ended"
         _finish(result, obs, recorder)

@@ -8,6 +8,7 @@ environment uses, and the JSON schemas served at ``/schema`` come from them too.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -98,6 +99,26 @@ class Environment:
     def program_inputs(self, observation: Observation) -> tuple[Any, ...]:
         """The arguments a strategy program is called with: fresh copies, never the env's objects."""
         return (observation.model_dump(exclude={"reward", "done", "metadata"}),)
+
+    def replay(self, seed: int, actions: list[Any], on_step: Callable[[Action | None, Observation], None] | None = None
+               ) -> tuple[Observation, float]:  # fmt: skip
+        """(final observation, total reward) after ``reset(seed)`` and ``actions`` (raw dicts).
+
+        ``on_step`` sees the reset and each step. Raises EnvError or ValueError at the first
+        action refused. The sandbox's parent replays every episode a program played, so an
+        environment whose observations are costly may override this with a loop that builds
+        only the last one when ``on_step`` is None.
+        """
+        obs, total = self.reset(seed=seed, episode_id=f"seed-{seed}"), 0.0
+        if on_step is not None:
+            on_step(None, obs)
+        for raw in actions:
+            action = self.action_type.model_validate(raw)
+            obs = self.step(action)
+            total += obs.reward or 0.0
+            if on_step is not None:
+                on_step(action, obs)
+        return obs, total
 
     def program_action(self, value: Any) -> Action:
         """A program's return value as an action; raises ValueError when it is not one.

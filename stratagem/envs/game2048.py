@@ -95,16 +95,36 @@ class Game2048Env(Environment):
         return self._observe(reward=None, phase="initial")
 
     def step(self, action: Action | dict[str, Any], timeout_s: float | None = None) -> Game2048Observation:
+        reward = self._move(self._checked(action))
+        return self._observe(reward=reward, phase="playing")
+
+    def replay(self, seed: int, actions: list[Any], on_step: Any = None) -> tuple[Game2048Observation, float]:
+        """The same moves as ``step``, but only the last position becomes an observation (5x faster)."""
+        if on_step is not None:
+            return super().replay(seed, actions, on_step)
+        obs = self.reset(seed=seed, episode_id=f"seed-{seed}")
+        reward = None
+        for raw in actions:
+            reward = self._move(self._checked(raw))
+        if actions:
+            obs = self._observe(reward=reward, phase="playing")
+        return obs, float(obs.score)
+
+    def _checked(self, action: Action | dict[str, Any]) -> Game2048Action:
         if not isinstance(action, Game2048Action):
             action = Game2048Action.model_validate(action.model_dump() if isinstance(action, Action) else action)
         if action.game_params:
             wrong = {k: v for k, v in action.game_params.items() if self._params.get(k, object()) != v}
             if wrong:
                 raise InvalidAction(f"game_params {wrong} differ from this environment's {self._params}")
+        return action
+
+    def _move(self, action: Game2048Action) -> float:
+        """Apply one checked action and the tile spawn after it; the merge score it made."""
         gs = self._game_state
         if gs is None:
             raise EpisodeNotActive("no episode has started: call reset first")
-        if self._state.done:
+        if gs.is_terminal() or self._truncated:
             raise EpisodeNotActive("the episode is over: call reset to start a new one")
         legal = self._legal_actions()
         if action.action_id not in legal:
@@ -120,7 +140,7 @@ class Game2048Env(Environment):
         self._state.step_count += 1
         if self.max_episode_steps is not None and self._state.step_count >= self.max_episode_steps:
             self._truncated = not gs.is_terminal()
-        return self._observe(reward=float(reward), phase="playing")
+        return float(reward)
 
     @property
     def state(self) -> Game2048State:
