@@ -202,8 +202,8 @@ def test_the_fast_replay_ends_where_stepping_ends_and_refuses_what_step_refuses(
             obs = env.step(actions[-1])
         final, score = env.replay(seed, actions)
         assert final.model_dump() == obs.model_dump() and score == obs.score
-        seen = []
-        env.replay(seed, actions, on_step=lambda action, o: seen.append(o.board))
+        seen: list = []
+        env.replay(seed, actions, on_step=lambda action, o, seen=seen: seen.append(o.board))
         assert len(seen) == len(actions) + 1 and seen[-1] == obs.board
         with pytest.raises(EpisodeNotActive):  # a move after the end (here: the 60-step truncation or no move left)
             env.replay(seed, [*actions, {"action_id": 0}])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -16,27 +17,7 @@ from stratagem.envs.game2048 import Game2048Env
 from stratagem.envs.spec import load_spec, resolve
 
 ALWAYS_UP = "def strategy(board):\n    return '0'\n"
-FIRST_LEGAL = """def moved(board, direction):
-    rows = [list(r) for r in board]
-    if direction in (0, 2):
-        rows = [list(c) for c in zip(*rows)]
-    if direction in (1, 2):
-        rows = [r[::-1] for r in rows]
-    for r in rows:
-        tiles = [v for v in r if v]
-        for i in range(len(tiles) - 1):
-            if tiles[i] == tiles[i + 1]:
-                return True
-        if tiles != r[: len(tiles)]:
-            return True
-    return False
-
-def strategy(board):
-    for direction in (3, 2, 1, 0):
-        if moved(board, direction):
-            return str(direction)
-    return "0"
-"""
+FIRST_LEGAL = (Path(__file__).parents[1] / "examples" / "strategies" / "corner_2048.py").read_text()
 LIMITS = Limits(move_s=0.5, episode_s=20, memory_mb=256, cpu_s=30)
 
 
