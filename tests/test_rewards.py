@@ -12,7 +12,7 @@ from stratagem.agents.runner import EpisodeResult, Limits, ProgramResult, Runner
 from stratagem.envs.spec import RewardSpec, resolve
 from tests.test_runner import ALWAYS_UP, FIRST_LEGAL
 
-LIMITS = Limits(move_s=0.5, episode_s=20, memory_mb=256, cpu_s=30)
+LIMITS = Limits(move_s=1.0, episode_s=20, memory_mb=256, cpu_s=30)
 ORDER = ["cheat", "crash", "timeout", "illegal", "loss", "win"]
 
 PROGRAMS_2048 = {
@@ -21,7 +21,7 @@ PROGRAMS_2048 = {
     "crash": ["def strategy(board)\n    return '0'", "def strategy(board):\n    return board[9]"],
     "timeout": ["def strategy(board):\n    while True:\n        pass"],
     "illegal": [ALWAYS_UP, "def strategy(board):\n    return None"],
-    "loss": [FIRST_LEGAL, HEURISTIC_2048],
+    "loss": [FIRST_LEGAL, FIRST_LEGAL.replace("(3, 2, 1, 0)", "(0, 1, 2, 3)")],
 }  # fmt: skip
 PROGRAMS_MATMUL = {
     "cheat": ["import numpy\ndef matmul(A, B):\n    return numpy.dot(A, B).tolist()"],
