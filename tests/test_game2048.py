@@ -211,3 +211,28 @@ def test_the_fast_replay_ends_where_stepping_ends_and_refuses_what_step_refuses(
     illegal = min(set(range(4)) - set(env.reset(seed=seed).legal_actions))
     with pytest.raises(InvalidAction, match="does not move any tile"):
         env.replay(seed, [{"action_id": illegal}])
+
+
+def test_the_fast_play_makes_the_moves_the_generic_loop_makes():
+    from pathlib import Path
+
+    from stratagem.agents.programs import build, load
+    from stratagem.envs.bridge import ProgramBridge
+    from stratagem.envs.spec import resolve
+
+    spec = resolve("2048").strategy
+    source = (Path(__file__).parents[1] / "examples" / "strategies" / "corner_2048.py").read_text()
+    program = build(load(source, spec), spec)
+    env = Game2048Env(max_episode_steps=300)
+    for seed in (5, 6):
+        generic: list = []
+        fast: list = []
+        generic_final = ProgramBridge.play(env, seed, program, generic)
+        fast_final = env.play(seed, program, fast)
+        assert generic == fast and len(fast) > 50
+        assert fast_final.model_dump() == generic_final.model_dump()
+        assert env.replay(seed, fast)[0].board == fast_final.board
+    kept: list = []
+    with pytest.raises(InvalidAction):  # always "up": refused once up moves nothing; the moves before it kept
+        env.play(5, lambda board: "0", kept)
+    assert kept and all(action == {"action_id": 0} for action in kept)

@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 
 from stratagem.agents.programs import Program, ProgramError, build
-from stratagem.envs.core import Environment, InvalidAction
+from stratagem.envs.core import EnvError, Environment
 from stratagem.envs.spec import EnvSpec, StrategySpec
 from stratagem.envs.timing import thrash_caches
 
@@ -165,17 +165,16 @@ def run_child(channel_fd: int, heartbeat_fd: int, env: Environment, spec: EnvSpe
     sys.addaudithook(guard)
 
     def send(message: dict[str, Any]) -> None:
-        guard.armed = False  # our own write to the socket
         conn.send_bytes(orjson.dumps(message))
-        guard.armed = True
 
     def beat(started: float) -> None:
         _HEARTBEAT.pack_into(page, 0, started)
 
+    # The guard is armed exactly while program code runs: the module's top level, then each call.
     program = Program(source=job["source"], function=spec.strategy.function, sha=job["sha"])
     guard.permits = {"compile": 1, "exec": 1}  # exactly our own build of the program
     guard.armed = True
-    beat(time.monotonic())  # the module's top level runs under the same per-call limit
+    beat(time.monotonic())  # the top level runs under the same per-call limit
     try:
         fn = build(program, spec.strategy)
     except ProgramError as exc:
@@ -186,21 +185,31 @@ def run_child(channel_fd: int, heartbeat_fd: int, env: Environment, spec: EnvSpe
         kind = "forbidden" if guard.events else "exception"
         return send({"t": "build", "error": kind, "message": _describe(exc), "events": guard.events[:5]})
     finally:
+        guard.armed = False
         beat(0.0)
     call = _caller(fn, guard, beat)
     if job["mode"] == "play":
-        _play(call, env, job["seeds"], guard, send)
+        _play(call, env, job["seeds"], send)
     else:
-        _answer(call, conn, guard, send)
+        _answer(call, conn, send)
     send({"t": "done"})
 
 
+class ProgramFailed(Exception):
+    """The program raised, ran out of memory or touched something forbidden during a call."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind, self.message = kind, message
+
+
 def _caller(fn: Callable[..., Any], guard: AuditGuard, beat: Callable[[float], None]) -> Callable[..., Any]:
-    """One call of the program: (value, error kind or None, message)."""
+    """One call of the program: (value, error kind or None, message); the guard armed for its duration."""
 
     def call(args: Any) -> tuple[Any, str | None, str]:
         value, error, message = None, None, ""
         beat(time.monotonic())
+        guard.armed = True
         try:
             value = fn(*args)
         except MemoryError:
@@ -210,6 +219,7 @@ def _caller(fn: Callable[..., Any], guard: AuditGuard, beat: Callable[[float], N
         except BaseException as exc:  # the program's own failure, SystemExit included
             error, message = "exception", _describe(exc)
         finally:
+            guard.armed = False
             beat(0.0)
         if guard.events:
             return None, "forbidden", f"forbidden event: {guard.events[0]}"
@@ -218,45 +228,37 @@ def _caller(fn: Callable[..., Any], guard: AuditGuard, beat: Callable[[float], N
     return call
 
 
-def _play(call: Callable[..., Any], env: Environment, seeds: list[int], guard: AuditGuard, send: Any) -> None:
+def _play(call: Callable[..., Any], env: Environment, seeds: list[int], send: Any) -> None:
+    """Every seed through ``env.play``; per episode, the actions taken and what stopped the game early."""
+
+    def policy(*args: Any) -> Any:
+        value, error, message = call(args)
+        if error is not None:
+            raise ProgramFailed(error, message)
+        return value
+
     for seed in seeds:
         actions: list[dict[str, Any]] = []
         error, message = None, ""
-        guard.armed = False
-        obs = env.reset(seed=seed, episode_id=f"seed-{seed}")
-        inputs = env.program_inputs(obs)
-        guard.armed = True
-        while not obs.done:
-            value, error, message = call(inputs)
-            if error is not None:
-                break
-            guard.armed = False  # the environment's code, not the program's
-            try:
-                action = env.program_action(value)
-                obs = env.step(action)
-                actions.append(action.model_dump(exclude_none=True))
-                inputs = env.program_inputs(obs)
-            except (ValueError, InvalidAction) as exc:
-                error, message = "illegal_move", _short(str(exc))
-                break
-            finally:
-                guard.armed = True
+        try:
+            env.play(seed, policy, actions)
+        except ProgramFailed as exc:
+            error, message = exc.kind, exc.message
+        except (ValueError, EnvError) as exc:  # the program's move, refused by the environment
+            error, message = "illegal_move", _short(str(exc))
         send({"t": "episode", "seed": seed, "actions": actions, "error": error, "message": message})
         if error == "forbidden":
             return  # a program that tried to cheat plays no further episode
 
 
-def _answer(call: Callable[..., Any], conn: Connection, guard: AuditGuard, send: Any) -> None:
+def _answer(call: Callable[..., Any], conn: Connection, send: Any) -> None:
     send({"t": "ready"})
     prepared: Any = []
     while True:
-        guard.armed = False
         try:
             request = orjson.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
-        finally:
-            guard.armed = True
         kind = request.get("t")
         if kind == "prepare":  # a timed call: arguments first, then cold caches, then "go" starts the clock
             prepared = request["args"]
@@ -277,8 +279,6 @@ def _answer(call: Callable[..., Any], conn: Connection, guard: AuditGuard, send:
                 error, message = "illegal_move", _short(str(exc))
         if error is not None:
             reply = orjson.dumps({"t": "error", "error": error, "message": message})
-        guard.armed = False
         conn.send_bytes(reply)
-        guard.armed = True
         if error == "forbidden":
             return

@@ -8,11 +8,12 @@ environment uses, and the JSON schemas served at ``/schema`` come from them too.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from stratagem.envs.bridge import ProgramBridge
 
 
 class Action(BaseModel):
@@ -65,18 +66,16 @@ class StepResult(Generic[ObsT]):
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-class Environment:
+class Environment(ProgramBridge):
     """Subclass this, set the three model classes, implement ``reset``/``step``/``state``.
 
     One instance plays one episode at a time; the server makes one per session. Set
     ``inline_steps = True`` only when ``reset``/``step`` are short, bounded computations: the
-    server then runs them on its event loop, saving a thread hop per call.
+    server then runs them on its event loop, saving a thread hop per call. How strategy
+    programs play it (their arguments, their return value as an action) is ``ProgramBridge``'s.
     """
 
     inline_steps: bool = False
-    # True for tasks that reward speed: the runner then times each call of the program from
-    # outside its process, caches thrashed first, and passes ``elapsed_s`` to ``program_action``.
-    timed_calls: bool = False
 
     action_type: type[Action] = Action
     observation_type: type[Observation] = Observation
@@ -94,35 +93,3 @@ class Environment:
 
     def close(self) -> None:
         """Release resources; the default has none."""
-
-    # The bridge to strategy programs (the manifest's ``strategy`` block names the function).
-    def program_inputs(self, observation: Observation) -> tuple[Any, ...]:
-        """The arguments a strategy program is called with: fresh copies, never the env's objects."""
-        return (observation.model_dump(exclude={"reward", "done", "metadata"}),)
-
-    def replay(self, seed: int, actions: list[Any], on_step: Callable[[Action | None, Observation], None] | None = None
-               ) -> tuple[Observation, float]:  # fmt: skip
-        """(final observation, total reward) after ``reset(seed)`` and ``actions`` (raw dicts).
-
-        ``on_step`` sees the reset and each step. Raises EnvError or ValueError at the first
-        action refused. The sandbox's parent replays every episode a program played, so an
-        environment whose observations are costly may override this with a loop that builds
-        only the last one when ``on_step`` is None.
-        """
-        obs, total = self.reset(seed=seed, episode_id=f"seed-{seed}"), 0.0
-        if on_step is not None:
-            on_step(None, obs)
-        for raw in actions:
-            action = self.action_type.model_validate(raw)
-            obs = self.step(action)
-            total += obs.reward or 0.0
-            if on_step is not None:
-                on_step(action, obs)
-        return obs, total
-
-    def program_action(self, value: Any) -> Action:
-        """A program's return value as an action; raises ValueError when it is not one.
-
-        Environments with ``timed_calls`` take a second argument, ``elapsed_s``.
-        """
-        return self.action_type.model_validate(value)

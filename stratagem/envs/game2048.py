@@ -98,6 +98,17 @@ class Game2048Env(Environment):
         reward = self._move(self._checked(action))
         return self._observe(reward=reward, phase="playing")
 
+    def play(self, seed: int, policy: Any, actions: list[dict[str, Any]]) -> Game2048Observation:
+        """``step``'s rules, but the program sees only the board and one observation ends the game (2x faster)."""
+        self.reset(seed=seed, episode_id=f"seed-{seed}")
+        gs, reward = self._game_state, None
+        while not (gs.is_terminal() or self._truncated):
+            tiles = [int(v) for v in gs.observation_tensor(0)]
+            action = self.program_action(policy([tiles[0:4], tiles[4:8], tiles[8:12], tiles[12:16]]))
+            reward = self._move(action)
+            actions.append({"action_id": action.action_id})
+        return self._observe(reward=reward, phase="playing")
+
     def replay(self, seed: int, actions: list[Any], on_step: Any = None) -> tuple[Game2048Observation, float]:
         """The same moves as ``step``, but only the last position becomes an observation (5x faster)."""
         if on_step is not None:
