@@ -4,7 +4,8 @@
 
 All cells play the heuristic baseline (``HEURISTIC_2048``) on the same seeds, in one run:
 
-- in-process, no sandbox: the built function called directly on a ``Game2048Env`` (the ceiling);
+- in-process, no sandbox: the built function called directly by ``Game2048Env.play`` (the ceiling:
+  the worker's own loop, without the process, the limits and the parent's replay);
 - the sandboxed runner (``Runner.evaluate``): 1 worker, and 2 workers (the program's seeds split);
 - a GRPO group, 8 programs x 16 episodes, 2 workers: episodes/s and moves/s;
 - move by move over a WebSocket, the program unsandboxed in the client (the public notebooks'
@@ -41,14 +42,13 @@ STRATEGY = resolve("2048").strategy
 
 
 def in_process(seeds: list[int]) -> tuple[int, int]:
-    """(moves, episodes) of the function called directly: the same bridge the worker uses, no sandbox."""
+    """(moves, episodes) of the function called directly, through the same ``env.play`` the worker uses."""
     fn = build(load(HEURISTIC_2048, STRATEGY), STRATEGY)
     env, moves = Game2048Env(), 0
     for seed in seeds:
-        obs = env.reset(seed=seed)
-        while not obs.done:
-            obs = env.step(env.program_action(fn(*env.program_inputs(obs))))
-            moves += 1
+        actions: list = []
+        env.play(seed, fn, actions)
+        moves += len(actions)
     return moves, len(seeds)
 
 
