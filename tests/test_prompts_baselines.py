@@ -45,3 +45,9 @@ def test_heuristic_beats_random_by_a_wide_margin():
     heuristic, rand = play(HEURISTIC_2048, range(3)), play(RANDOM_2048, range(3))
     assert statistics.mean(heuristic) > 5 * statistics.mean(rand)
     assert max(heuristic) >= 2000
+
+
+def test_the_matmul_prompt_states_its_own_goal():
+    prompt = task_prompt(resolve("matmul"))
+    assert "def matmul(A, B)" in prompt and "as fast as possible in pure Python" in prompt
+    assert "plays this game" not in prompt and "math, itertools, functools" in prompt

@@ -81,6 +81,8 @@ def test_the_win_is_judged_on_the_final_position():
 HOSTILE = [
     ("import os", "import os\ndef strategy(board):\n    os.system('touch /tmp/pwned')\n    return '0'", "cheat"),
     ("subprocess", "import subprocess\ndef strategy(board):\n    return '0'", "cheat"),
+    ("fork", "import os\ndef strategy(board):\n    os.fork()\n    return '0'", "cheat"),
+    ("subclasses walk", "def strategy(board):\n    return ().__class__.__base__.__subclasses__()", "cheat"),
     ("dunder import", "def strategy(board):\n    return __import__('os').getcwd()", "cheat"),
     ("eval", "def strategy(board):\n    return eval('0')", "cheat"),
     ("exec", "def strategy(board):\n    exec('import os')\n    return '0'", "cheat"),
@@ -119,6 +121,7 @@ HOSTILE = [
         "def strategy(board):\n    hog = []\n    while True:\n        hog.append(' ' * 10 ** 7)",
         "crash|timeout",
     ),
+    ("patch a builtin type (runtime)", "def strategy(board):\n    str.join = None\n    return '0'", "crash"),
     ("recursion bomb (runtime)", "def strategy(board):\n    return strategy(board)", "crash"),
     ("quit with SystemExit (runtime)", "def strategy(board):\n    raise SystemExit(0)", "crash"),
     ("interrupt (runtime)", "def strategy(board):\n    raise KeyboardInterrupt", "crash"),

@@ -11,8 +11,7 @@ from stratagem.envs.spec import EnvSpec
 
 TEMPLATE = """{description}
 
-Write a short Python function `{signature}` that plays this game as well as possible. It is
-called once per move with the current state and must answer quickly.
+Write a short Python function `{signature}` that {goal}
 Input: {inputs}
 Return: {returns}
 
@@ -27,6 +26,7 @@ def task_prompt(spec: EnvSpec) -> str:
     return TEMPLATE.format(
         description=spec.description.strip() or f"An environment called {spec.name}.",
         signature=f"def {strategy.function}({', '.join(strategy.args)})",
+        goal=strategy.goal,
         inputs=strategy.inputs or ", ".join(strategy.args),
         returns=strategy.returns,
         imports=", ".join(strategy.imports) or "none",

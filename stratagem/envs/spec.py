@@ -41,6 +41,11 @@ class StrategySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     function: str = "strategy"
     args: list[str] = Field(default_factory=lambda: ["observation"])
+    goal: str = Field(
+        default="plays this game as well as possible. It is called once per move with the current state and "
+        "must answer quickly.",
+        description="what the function must do, completing 'Write a short Python function ... that'",
+    )
     inputs: str = Field(default="", description="what the arguments hold, for the task prompt")
     returns: str = "an action"
     imports: list[str] = Field(
