@@ -137,6 +137,8 @@ def test_the_reference_product_never_reaches_the_programs_process(monkeypatch):
         [result] = fresh.evaluate([MATMUL_TEXTBOOK], seeds=[0, 1])
     assert outcomes(result) == ["win", "win"] and len(references) == 4
     to_workers = b"".join(sent)
+    # Every timed call is announced with its arguments (the worker then thrashes its caches) before "go".
+    assert to_workers.count(b'{"t":"prepare"') == to_workers.count(b'{"t":"go"}') == 4
     for A, C in references:
         assert orjson.dumps(A[0][0]) in to_workers  # the inputs do go there (the check can see values)
         assert not any(orjson.dumps(value) in to_workers for row in C for value in row)
