@@ -69,6 +69,19 @@ def _action(text: str) -> dict[str, Any]:
     return value
 
 
+def _add_param_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-p", "--param", type=_param, action="append", default=[], metavar="KEY=VALUE",
+                        help="override an environment parameter, e.g. -p max_tile=1024 (repeatable)")  # fmt: skip
+
+
+def _add_limit_flags(parser: argparse.ArgumentParser, rows: list[tuple[str, type, Any, str, str]]) -> None:
+    """One positive-number flag per (flag, type, default, metavar, help) row; defaults come from the limits class."""
+    for flag, kind, default, metavar, text in rows:
+        parser.add_argument(
+            flag, type=_positive(kind), default=default, metavar=metavar, help=f"{text} (default {default})"
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stratagem",
@@ -88,25 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("env", help="a registered name (see `stratagem envs`) or a path to an openenv.yaml")
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=None, help="port (default: the manifest's, usually 8000)")
-    serve.add_argument(
-        "-p",
-        "--param",
-        type=_param,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override an environment parameter, e.g. -p max_tile=1024 (repeatable)",
-    )
+    _add_param_flag(serve)
     limits = Limits()  # the defaults live there, once
-    for flag, kind, default, metavar, text in (
+    _add_limit_flags(serve, [
         ("--max-sessions", int, limits.max_sessions, "N", "concurrent sessions, WebSocket and HTTP together"),
         ("--session-timeout", float, limits.session_timeout_s, "S", "close sessions idle this many seconds"),
         ("--step-timeout", float, limits.step_timeout_s, "S", "longest a reset/step may take; requests may ask less"),
         ("--max-body-bytes", int, limits.max_body_bytes, "N", "largest request body or WebSocket message"),
-    ):
-        serve.add_argument(
-            flag, type=_positive(kind), default=default, metavar=metavar, help=f"{text} (default {default})"
-        )
+    ])  # fmt: skip
     serve.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
 
     play = sub.add_parser("play", help="play a strategy program over many episodes in the sandbox; print a summary")
@@ -127,25 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument(
         "--workers", type=_positive(int), default=None, help="sandboxed processes at once (default: cores)"
     )
-    play.add_argument(
-        "-p",
-        "--param",
-        type=_param,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override an environment parameter (repeatable)",
-    )
+    _add_param_flag(play)
     sandbox = RunnerLimits()
-    for flag, kind, default, metavar, text in (
+    _add_limit_flags(play, [
         ("--move-timeout", float, sandbox.move_s, "S", "wall-clock limit per call of the program"),
         ("--episode-timeout", float, sandbox.episode_s, "S", "wall-clock limit per episode"),
         ("--memory-mb", int, sandbox.memory_mb, "MB", "memory the program may allocate"),
         ("--cpu-seconds", float, sandbox.cpu_s, "S", "CPU time for the program over all its episodes"),
-    ):
-        play.add_argument(
-            flag, type=_positive(kind), default=default, metavar=metavar, help=f"{text} (default {default})"
-        )
+    ])  # fmt: skip
 
     validate = sub.add_parser("validate", help="check a running server against the wire protocol")
     validate.add_argument("url", help="the server's base URL, e.g. http://127.0.0.1:8000")

@@ -23,7 +23,7 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 def test_help_lists_the_commands():
     result = run_cli("--help")
     assert result.returncode == 0
-    for command in ("envs", "serve", "validate"):
+    for command in ("envs", "serve", "play", "validate"):
         assert command in result.stdout
 
 
