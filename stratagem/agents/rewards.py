@@ -27,7 +27,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from stratagem.agents.runner import ProgramResult
+from stratagem.agents.results import ProgramResult
 from stratagem.envs.spec import RewardSpec
 
 RewardFunction = Callable[[ProgramResult, RewardSpec], float]

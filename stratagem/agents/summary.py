@@ -6,8 +6,8 @@ import statistics
 from collections import Counter
 from typing import Any
 
+from stratagem.agents.results import ProgramResult
 from stratagem.agents.rewards import Rubric
-from stratagem.agents.runner import ProgramResult
 from stratagem.envs.spec import EnvSpec
 
 
