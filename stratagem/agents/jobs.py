@@ -49,7 +49,6 @@ class Job:
         self.worker: Worker = None  # type: ignore[assignment]
         self.started = self.episode_started = 0.0
         self.seconds = 0.0
-        self.killed = False
 
     def start(self, worker: Worker) -> None:
         self.worker = worker
@@ -100,13 +99,12 @@ class Job:
         self.forfeit("timeout", why, rest="not played: the program timed out in an earlier episode")
 
     def kill(self) -> None:
-        self.killed = True
         self.runner.pool.kill(self.worker)
 
     def died(self) -> None:
         """The worker's socket closed before it said it was done: find out why from its exit code."""
         code = self.runner.pool.exit_code(self.worker)
-        if code in (-signal.SIGXCPU, -signal.SIGKILL) and not self.killed:
+        if code == -signal.SIGXCPU:  # RLIMIT_CPU's soft limit
             kind, text = "timeout", "the program used up its CPU-seconds budget"
         elif code is not None and code < 0:
             kind, text = "exception", f"the worker was killed by signal {signal.Signals(-code).name}"
@@ -188,7 +186,7 @@ class CallJob(Job):
             self.new_episode()
         elif kind == "prepared" and self.result is not None:
             self.call_started = time.perf_counter()  # the clock covers the call and the answer's return only
-            self.worker.conn.send_bytes(b'{"t":"go"}')
+            self.send({"t": "go"})
         elif kind == "value" and self.result is not None:
             self.play(message.get("v"), time.perf_counter() - self.call_started)
         elif kind == "error" and self.result is not None:
@@ -234,9 +232,9 @@ class CallJob(Job):
         _finish(result, self.obs, self.recording)
         self.result = self.recording = None
         self.episode_done(result)
-        if error in ("forbidden", "memory"):
+        if error == "forbidden":  # as in play mode: a program that tried to cheat plays no further episode
             self.kill()
-            self.forfeit(error, f"not played: the program's {error} error in an earlier episode")
+            self.forfeit(error, "not played: the program cheated in an earlier episode")
         elif self.pending:
             self.new_episode()
         else:
