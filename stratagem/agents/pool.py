@@ -75,7 +75,7 @@ class WorkerPool:
         self._exits: dict[int, int] = {}
         self._released: set[int] = set()
         self._next_id = 0
-        reply = self._receive(timeout_s=120)
+        reply = self._receive(timeout_s=120) or {"message": "no answer within 120 s"}
         if reply.get("t") != "ready":
             self.close()
             raise PoolError(f"the sandbox could not start the environment: {reply.get('message', reply)}")
@@ -86,7 +86,10 @@ class WorkerPool:
         """A forked, idle worker; a replacement is requested at once so the next one is ready."""
         self._drain()
         while not self._spares:
-            self._handle(self._receive(timeout_s=30))
+            message = self._receive(timeout_s=30)
+            if message is None:
+                raise PoolError("the sandbox's zygote did not fork a worker within 30 s")
+            self._handle(message)
         worker = self._spares.pop(0)
         self._request_fork()
         return worker
@@ -98,9 +101,12 @@ class WorkerPool:
     def exit_code(self, worker: Worker, timeout_s: float = 5.0) -> int | None:
         """The worker's exit code (negative: killed by that signal), waiting for it to be reaped."""
         deadline = time.monotonic() + timeout_s
-        while worker.pid not in self._exits and time.monotonic() < deadline:
-            self._handle(self._receive(timeout_s=deadline - time.monotonic()))
-        return self._exits.get(worker.pid)
+        while worker.pid not in self._exits:
+            message = self._receive(timeout_s=deadline - time.monotonic())
+            if message is None:
+                return None
+            self._handle(message)
+        return self._exits[worker.pid]
 
     def release(self, worker: Worker) -> None:
         """Kill the worker if it still runs and drop the caller's ends."""
@@ -111,9 +117,11 @@ class WorkerPool:
             self._released.add(worker.pid)  # its exit report, still to come, is of no use
 
     def close(self) -> None:
-        for worker in self._spares:
-            worker.conn.close()
+        for conn, heartbeat in [*((w.conn, w.heartbeat) for w in self._spares), *self._forking.values()]:
+            conn.close()
+            heartbeat.close()
         self._spares.clear()
+        self._forking.clear()
         try:
             self._control.close()  # the zygote sees EOF, kills its children and exits
         finally:
@@ -153,13 +161,14 @@ class WorkerPool:
 
     def _drain(self) -> None:
         """Handle every control message already waiting, without blocking."""
-        while select.select([self._control], [], [], 0)[0]:
-            self._handle(self._receive(timeout_s=0))
+        while (message := self._receive(timeout_s=0)) is not None:
+            self._handle(message)
 
-    def _receive(self, timeout_s: float) -> dict[str, Any]:
+    def _receive(self, timeout_s: float) -> dict[str, Any] | None:
+        """The next control message, or None when none came within ``timeout_s``."""
         ready, _, _ = select.select([self._control], [], [], max(0.0, timeout_s))
         if not ready:
-            raise PoolError(f"the sandbox's zygote did not answer within {timeout_s:.0f} s")
+            return None
         data = self._control.recv(_CONTROL_BYTES)
         if not data:
             raise PoolError(f"the sandbox's zygote exited (code {self._process.poll()})")
