@@ -103,10 +103,10 @@ class Game2048Env(Environment):
         self.reset(seed=seed, episode_id=f"seed-{seed}")
         gs, reward = self._game_state, None
         while not (gs.is_terminal() or self._truncated):
-            tiles = [int(v) for v in gs.observation_tensor(0)]
-            action = self.program_action(policy([tiles[0:4], tiles[4:8], tiles[8:12], tiles[12:16]]))
-            reward = self._move(action)
-            actions.append({"action_id": action.action_id})
+            tiles = list(map(int, gs.observation_tensor(0)))
+            action_id = self._program_move(policy([tiles[0:4], tiles[4:8], tiles[8:12], tiles[12:16]]))
+            reward = self._move(action_id)
+            actions.append({"action_id": action_id})
         return self._observe(reward=reward, phase="playing")
 
     def replay(self, seed: int, actions: list[Any], on_step: Any = None) -> tuple[Game2048Observation, float]:
@@ -121,16 +121,20 @@ class Game2048Env(Environment):
             obs = self._observe(reward=reward, phase="playing")
         return obs, float(obs.score)
 
-    def _checked(self, action: Action | dict[str, Any]) -> Game2048Action:
+    def _checked(self, action: Action | dict[str, Any]) -> int:
+        """The action id of a valid action (the replay's ``{"action_id": n}`` dicts skip pydantic)."""
+        if type(action) is dict and len(action) == 1 and type(action.get("action_id")) is int:
+            if 0 <= action["action_id"] <= 3:
+                return action["action_id"]
         if not isinstance(action, Game2048Action):
             action = Game2048Action.model_validate(action.model_dump() if isinstance(action, Action) else action)
         if action.game_params:
             wrong = {k: v for k, v in action.game_params.items() if self._params.get(k, object()) != v}
             if wrong:
                 raise InvalidAction(f"game_params {wrong} differ from this environment's {self._params}")
-        return action
+        return action.action_id
 
-    def _move(self, action: Game2048Action) -> float:
+    def _move(self, action_id: int) -> float:
         """Apply one checked action and the tile spawn after it; the merge score it made."""
         gs = self._game_state
         if gs is None:
@@ -138,14 +142,13 @@ class Game2048Env(Environment):
         if gs.is_terminal() or self._truncated:
             raise EpisodeNotActive("the episode is over: call reset to start a new one")
         legal = self._legal_actions()
-        if action.action_id not in legal:
+        if action_id not in legal:
             names = ", ".join(f"{a} ({ACTION_NAMES[a]})" for a in legal)
             raise InvalidAction(
-                f"action {action.action_id} ({ACTION_NAMES[action.action_id]}) does not move any tile; "
-                f"legal actions now: {names}"
+                f"action {action_id} ({ACTION_NAMES[action_id]}) does not move any tile; legal actions now: {names}"
             )
         before = gs.returns()[0]
-        gs.apply_action(action.action_id)
+        gs.apply_action(action_id)
         reward = gs.returns()[0] - before
         self._spawn_tiles()
         self._state.step_count += 1
@@ -161,11 +164,14 @@ class Game2048Env(Environment):
         return ([row[:] for row in observation.board],)
 
     def program_action(self, value: Any) -> Game2048Action:
+        return Game2048Action(action_id=self._program_move(value))
+
+    def _program_move(self, value: Any) -> int:
         """'0'..'3' or 0..3, exactly those types: a str or int subclass is not trusted."""
         if type(value) is str and len(value) == 1 and value in "0123":
-            return Game2048Action(action_id=int(value))
+            return int(value)
         if type(value) is int and 0 <= value <= 3:
-            return Game2048Action(action_id=value)
+            return value
         shown = repr(value)[:40] if type(value) in (str, int, float, bool, type(None)) else type(value).__name__
         raise ValueError(f"the strategy returned {shown}; expected one of '0', '1', '2', '3'")
 
