@@ -16,7 +16,7 @@ def summarize(result: ProgramResult, spec: EnvSpec, seconds: float) -> dict[str,
     episodes = result.episodes
     scores = [e.score for e in episodes]
     tiles = Counter(e.max_tile for e in episodes if e.max_tile is not None)
-    moves = sum(e.moves for e in episodes)
+    moves = result.moves
     scored = Rubric().score(result, spec.reward)
     return {
         "env": spec.name,
@@ -26,7 +26,7 @@ def summarize(result: ProgramResult, spec: EnvSpec, seconds: float) -> dict[str,
         "episodes": len(episodes),
         "wins": sum(e.won for e in episodes),
         "win_rate": result.win_rate,
-        "mean_score": statistics.fmean(scores) if scores else 0.0,
+        "mean_score": result.mean_score,
         "median_score": statistics.median(scores) if scores else 0.0,
         "max_score": max(scores, default=0.0),
         "max_tile_histogram": {str(tile): tiles[tile] for tile in sorted(tiles)},

@@ -103,8 +103,7 @@ class Game2048Env(Environment):
         self.reset(seed=seed, episode_id=f"seed-{seed}")
         gs, reward = self._game_state, None
         while not (gs.is_terminal() or self._truncated):
-            tiles = list(map(int, gs.observation_tensor(0)))
-            action_id = self._program_move(policy([tiles[0:4], tiles[4:8], tiles[8:12], tiles[12:16]]))
+            action_id = self._program_move(policy(board_rows(gs.observation_tensor(0))))
             reward = self._move(action_id)
             actions.append({"action_id": action_id})
         return self._observe(reward=reward, phase="playing")
@@ -215,10 +214,9 @@ class Game2048Env(Environment):
     def _observe(self, reward: float | None, phase: str) -> Game2048Observation:
         gs = self._game_state
         values = gs.observation_tensor(0)
-        tiles = [int(v) for v in values]
-        board = [tiles[0:4], tiles[4:8], tiles[8:12], tiles[12:16]]
+        board = board_rows(values)
         score = int(gs.returns()[0])
-        max_tile = max(tiles)
+        max_tile = max(map(max, board))
         done = gs.is_terminal() or self._truncated
         st = self._state
         st.score, st.max_tile, st.done = score, max_tile, done
@@ -237,6 +235,12 @@ class Game2048Env(Environment):
             reward=reward,
             metadata=metadata,
         )
+
+
+def board_rows(values: list[float]) -> list[list[int]]:
+    """OpenSpiel's 16 tile values as 4 fresh rows of ints, top row first."""
+    tiles = list(map(int, values))
+    return [tiles[0:4], tiles[4:8], tiles[8:12], tiles[12:16]]
 
 
 _BOARD_FORMAT = ("%6s" * 4 + "\n") * 4 + "score %d"
