@@ -138,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("--cpu-seconds", float, sandbox.cpu_s, "S", "CPU time for the program over all its episodes"),
     ])  # fmt: skip
 
+    _add_train_parser(sub)
+
     validate = sub.add_parser("validate", help="check a running server against the wire protocol")
     validate.add_argument("url", help="the server's base URL, e.g. http://127.0.0.1:8000")
     validate.add_argument(
@@ -148,6 +150,58 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("--timeout", type=_positive(float), default=10.0, help="seconds per request")
     return parser
+
+
+def _add_train_parser(sub: Any) -> None:
+    """One flag per GRPOConfig field, generated, so the CLI can never fall behind the config."""
+    from stratagem.rl.config import FLAG_ALIASES, GRPOConfig
+
+    aliases = {field: f"--{short}" for short, field in FLAG_ALIASES.items()}
+    train = sub.add_parser("train", help="train a policy with GRPO to write better strategy programs",
+                           description="With no flags: the embedded default run (the built-in model, 2048, CPU, "
+                           "a few minutes). Flags override the config field of the same name.")  # fmt: skip
+    train.add_argument("--config", metavar="YAML", help="a config file (fields not in it take GRPOConfig defaults)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    fields = train.add_argument_group("config fields")
+    for name, field in GRPOConfig.model_fields.items():
+        flags = [f"--{name.replace('_', '-')}", *([aliases[name]] if name in aliases else [])]
+        default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+        help_text = f"{field.description or ''} (default {default!r})".strip()
+        if field.annotation is bool:
+            fields.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=help_text)  # fmt: skip
+        else:
+            fields.add_argument(*flags, dest=name, default=argparse.SUPPRESS, metavar="VALUE", help=help_text)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from stratagem.rl.config import GRPOConfig, load_config, parse_flag_value
+    from stratagem.rl.trainer import Trainer, resume_config
+
+    overrides = {name: (value if isinstance(value, bool) else parse_flag_value(name, value))
+                 for name, value in vars(args).items() if name in GRPOConfig.model_fields}  # fmt: skip
+    if args.resume:
+        if args.config:
+            raise ValueError("--resume uses the run's own config.yaml; drop --config")
+        config, run_dir = resume_config(args.resume, overrides), Path(args.resume)
+    else:
+        config = load_config(args.config, overrides)
+        run_dir = Path(config.output_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+        if (run_dir / "config.yaml").exists():
+            raise ValueError(f"{run_dir} holds a run already: continue it with --resume {run_dir} or use another --out")
+        config.output_dir = str(run_dir)
+    print(f"run directory: {run_dir}", flush=True)
+    trainer = Trainer(config, run_dir, resume=bool(args.resume))
+    history = trainer.train()
+    best = trainer.best
+    print(f"done: {trainer.step_done} steps in {run_dir}; best reward {best.reward:+.3f} (step {best.step}): "
+          f"{run_dir / 'best_strategy.py'}")  # fmt: skip
+    if history:
+        print(f"mean reward: first step {history[0]['reward']:+.3f}, last step {history[-1]['reward']:+.3f}")
+    return 0
 
 
 def cmd_envs(_: argparse.Namespace) -> int:
@@ -223,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     from stratagem.agents.pool import PoolError
     from stratagem.agents.runner import ServerFailed
 
-    handler = {"envs": cmd_envs, "serve": cmd_serve, "play": cmd_play, "validate": cmd_validate}[args.command]
+    handler = {"envs": cmd_envs, "serve": cmd_serve, "play": cmd_play, "train": cmd_train,
+               "validate": cmd_validate}[args.command]  # fmt: skip
     try:
         return handler(args)
     except (ManifestError, FactoryFailed, ValueError, PoolError, ServerFailed) as exc:

@@ -25,6 +25,7 @@ import ctypes
 import importlib
 import mmap
 import os
+import random
 import resource
 import signal
 import struct
@@ -240,6 +241,7 @@ def _play(call: Callable[..., Any], env: Environment, seeds: list[int], send: An
     for seed in seeds:
         actions: list[dict[str, Any]] = []
         error, message = None, ""
+        random.seed(seed)  # a program's own randomness repeats with the episode: reproducible rewards, exact resumes
         try:
             env.play(seed, policy, actions)
         except ProgramFailed as exc:

@@ -1,0 +1,1 @@
+"""Reinforcement-learning pieces: what a GRPO learner needs beyond the model itself."""

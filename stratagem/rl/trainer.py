@@ -1,0 +1,318 @@
+"""The GRPO loop: prompt -> completions -> programs played in the sandbox -> rewards -> update.
+
+One step, top to bottom (``Trainer.step``):
+
+1. sample ``per_device_train_batch_size * gradient_accumulation_steps`` completions of the
+   task prompt, in groups of ``num_generations`` (``agents.policy``);
+2. play every program of a group on the same episode seeds (common random numbers), in the
+   sandbox (``agents.runner``), and score it with the rubric (``agents.rewards``);
+3. group-relative advantages, then ``num_iterations`` optimizer updates over micro-batches,
+   each micro-batch's loss normalised by the whole batch's counts so that accumulation equals
+   one big batch (``losses.py``); log-probs chunk by chunk, never the full logits (``logprobs.py``);
+4. log, keep the best program, checkpoint (``rundir.py``, ``checkpoint.py``).
+
+The KL reference, when ``beta > 0``, is the same model with its adapter switched off: no
+second copy in memory. The trainer does not know which loss variant it runs.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from stratagem.agents.policy import SamplingParams, add_lora, encode_prompts, load_model, sample
+from stratagem.agents.prompts import task_prompt
+from stratagem.agents.results import ProgramResult
+from stratagem.agents.rewards import Rubric, outcomes
+from stratagem.agents.runner import Limits, Runner
+from stratagem.envs.spec import resolve
+from stratagem.rl.checkpoint import latest_checkpoint, load_state, restore_rng, rng_state, save_checkpoint
+from stratagem.rl.config import ConfigError, GRPOConfig, make_config, read_yaml
+from stratagem.rl.logprobs import model_token_logprobs
+from stratagem.rl.losses import BatchTotals, group_advantages, policy_loss
+from stratagem.rl.rundir import RunDir
+
+
+@dataclass
+class TrainBatch:
+    """One generated batch as the learner sees it: prompt + completion ids, masks, advantages."""
+
+    ids: torch.Tensor  # [B, P + C]
+    attention: torch.Tensor  # [B, P + C]
+    positions: torch.Tensor  # [B, P + C], counting real tokens only (left padding)
+    mask: torch.Tensor  # [B, C], the completion tokens the loss counts
+    advantages: torch.Tensor  # [B]
+    slices: list[slice]  # the micro-batches
+    totals: BatchTotals
+
+
+@dataclass
+class Best:
+    reward: float = -math.inf
+    step: int = 0
+    sha: str | None = None
+
+
+def episode_seeds(seed: int, step: int, group: int, groups: int, count: int) -> list[int]:
+    """Fresh seeds for every group of every step (a program cannot overfit a fixed set), shared within a group."""
+    start = (seed * 7_919 + (step * groups + group) * count) % (2**31 - count)
+    return list(range(start, start + count))
+
+
+class Trainer:
+    def __init__(self, config: GRPOConfig, run_dir: str | Path, resume: bool = False) -> None:
+        self.config = config
+        self.run = RunDir(Path(run_dir))
+        self.spec = resolve(config.env)
+        self.rubric = Rubric(weights=dict(config.reward_weights)) if config.reward_weights else Rubric()
+        self.device = config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        random.seed(config.seed)
+        np.random.seed(config.seed)
+        torch.manual_seed(config.seed)
+        model_path = config.model
+        if model_path == "default":
+            from stratagem.rl.default_model import default_model_path
+
+            model_path = str(default_model_path())
+        base, self.tokenizer = load_model(model_path, config.dtype, self.device)
+        self.model = add_lora(base, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
+        if config.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+            self.model.enable_input_require_grads()
+        self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad],
+                                           lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
+                                           eps=config.adam_epsilon, weight_decay=config.weight_decay)  # fmt: skip
+        from transformers import get_scheduler
+
+        updates = config.max_steps * config.num_iterations
+        warmup = config.warmup_steps or math.ceil(config.warmup_ratio * updates)
+        self.scheduler = get_scheduler(config.lr_scheduler_type, self.optimizer, num_warmup_steps=warmup,
+                                       num_training_steps=updates)  # fmt: skip
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.sampling = SamplingParams(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
+                                       min_p=config.min_p, max_new_tokens=config.max_completion_length)  # fmt: skip
+        batch = config.generation_batch_size
+        self.prompt_ids, self.prompt_mask = encode_prompts(self.tokenizer, [task_prompt(self.spec)] * batch,
+                                                           config.max_prompt_length)  # fmt: skip
+        self.runner = Runner(self.spec, config.env_params, workers=config.workers,
+                             limits=Limits(move_s=config.move_timeout, episode_s=config.episode_timeout,
+                                           memory_mb=config.memory_mb, cpu_s=config.cpu_seconds))  # fmt: skip
+        self.step_done = 0
+        self.best = Best()
+        if resume:
+            self._restore()
+        else:
+            self.run.create(config.to_yaml())
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def train(self) -> list[dict[str, Any]]:
+        """Run to ``max_steps``; returns the metrics of the steps this call ran."""
+        config, history = self.config, []
+        bar = tqdm(total=config.max_steps, initial=self.step_done, desc="GRPO", unit="step", dynamic_ncols=True)
+        try:
+            while self.step_done < config.max_steps:
+                metrics = self.step()
+                history.append(metrics)
+                bar.update(1)
+                bar.set_postfix_str(f"reward {metrics['reward']:+.3f} score {metrics['score']:.0f}")
+                if self.step_done % config.logging_steps == 0 or self.step_done == config.max_steps:
+                    tqdm.write(self.live_line(metrics))
+                if self.step_done % config.save_steps == 0 or self.step_done == config.max_steps:
+                    self.checkpoint()
+            self.finish()
+        finally:
+            bar.close()
+            self.close()
+        return history
+
+    def step(self) -> dict[str, Any]:
+        config, step = self.config, self.step_done + 1
+        timer = time.perf_counter()
+        self.model.eval()
+        completions = sample(self.model, self.tokenizer, self.prompt_ids, self.prompt_mask, self.sampling,
+                             self.generator)  # fmt: skip
+        t_sample = time.perf_counter() - timer
+
+        timer = time.perf_counter()
+        groups = config.generation_batch_size // config.num_generations
+        results: list[ProgramResult] = []
+        for group in range(groups):
+            members = completions.texts[group * config.num_generations : (group + 1) * config.num_generations]
+            results += self.runner.evaluate(members, episode_seeds(config.seed, step, group, groups,
+                                                                   config.num_episodes))  # fmt: skip
+        scored = self.rubric.score_all(results, self.spec.reward)
+        rewards = torch.tensor([s.total for s in scored], dtype=torch.float32)
+        advantages = group_advantages(rewards, config.num_generations, config.scale_rewards)
+        t_reward = time.perf_counter() - timer
+
+        timer = time.perf_counter()
+        train_metrics = self.update(completions, advantages)
+        t_update = time.perf_counter() - timer
+
+        self.step_done = step
+        metrics = self._metrics(step, completions, results, scored, rewards, train_metrics)
+        metrics.update({"time/sample_s": t_sample, "time/reward_s": t_reward, "time/update_s": t_update})
+        self.run.log(metrics)
+        if config.log_completions:
+            self.run.write_completions(step, [
+                {"reward": s.total, "parts": s.parts, "error": r.error, "rule": r.rule, "message": r.message[:300],
+                 "score": r.mean_score, "win_rate": r.win_rate, "outcomes": outcomes(r), "sha": r.sha, "text": text}
+                for text, r, s in zip(completions.texts, results, scored, strict=True)])  # fmt: skip
+        self._keep_best(step, results, scored)
+        return metrics
+
+    def update(self, completions: Any, advantages: torch.Tensor) -> dict[str, float]:
+        """``num_iterations`` optimizer updates on this batch; returns the last update's metrics."""
+        batch = self.batch(completions, advantages)
+        with torch.no_grad():
+            old = self.logps(batch) if self.config.num_iterations > 1 else None  # the sampling policy's
+            ref = None
+            if self.config.beta > 0:
+                with self.model.disable_adapter():
+                    ref = self.logps(batch)
+        sums: dict[str, float] = {}
+        for _ in range(self.config.num_iterations):
+            sums = self.accumulate(batch, old, ref)
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm))
+            sums["learning_rate"] = self.scheduler.get_last_lr()[0]
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return sums
+
+    def batch(self, completions: Any, advantages: torch.Tensor) -> TrainBatch:
+        mask = completions.completion_mask.clone().float()
+        if self.config.mask_truncated_completions:
+            mask[torch.tensor(completions.truncated, dtype=torch.bool)] = 0.0
+        ids = torch.cat([completions.prompt_ids, completions.completion_ids], dim=1)
+        attention = torch.cat([completions.prompt_mask, completions.completion_mask], dim=1)
+        micro = self.config.per_device_train_batch_size
+        slices = [slice(i, i + micro) for i in range(0, ids.shape[0], micro)]
+        return TrainBatch(ids=ids.to(self.device), attention=attention.to(self.device),
+                          positions=(attention.cumsum(-1) - 1).clamp(min=0).to(self.device),
+                          mask=mask.to(self.device), advantages=advantages.to(self.device), slices=slices,
+                          totals=BatchTotals(num_sequences=ids.shape[0], num_tokens=int(mask.sum()),
+                                             num_micro_batches=len(slices)))  # fmt: skip
+
+    def logps(self, batch: TrainBatch, part: slice | None = None) -> torch.Tensor:
+        """Per-token log-probs of the completion tokens, for one micro-batch or (``None``) all of them."""
+        if part is None:
+            return torch.cat([self.logps(batch, s) for s in batch.slices])
+        return model_token_logprobs(self.model, batch.ids[part], batch.attention[part], batch.positions[part],
+                                    batch.mask.shape[1],
+                                    temperature=self.config.temperature,
+                                    chunk_size=self.config.logprob_chunk_size)  # fmt: skip
+
+    def accumulate(self, batch: TrainBatch, old: torch.Tensor | None, ref: torch.Tensor | None) -> dict[str, float]:
+        """Backward through every micro-batch; each loss is normalised by the whole batch's counts, so the
+        summed gradient equals one big batch's (``losses.BatchTotals``)."""
+        self.model.train()
+        settings, sums = self.config.loss_settings(), {"loss": 0.0}
+        for part in batch.slices:
+            logps = self.logps(batch, part)
+            old_part = old[part] if old is not None else logps.detach()
+            loss, parts = policy_loss(logps, old_part, ref[part] if ref is not None else None,
+                                      batch.advantages[part], batch.mask[part], settings, batch.totals)  # fmt: skip
+            loss.backward()
+            sums["loss"] += loss.item()
+            for name, value in parts.items():
+                sums[name] = sums.get(name, 0.0) + value / len(batch.slices)
+        return sums
+
+    # -- bookkeeping --------------------------------------------------------------------------
+
+    def _metrics(self, step: int, completions: Any, results: list[ProgramResult], scored: list[Any],
+                 rewards: torch.Tensor, train: dict[str, float]) -> dict[str, Any]:  # fmt: skip
+        lengths = completions.completion_mask.sum(-1).float()
+        groups = rewards.view(-1, self.config.num_generations)
+        metrics: dict[str, Any] = {
+            "step": step,
+            "reward": rewards.mean().item(),
+            "reward_std": rewards.std().item() if rewards.numel() > 1 else 0.0,
+            "reward_max": rewards.max().item(),
+            "frac_reward_zero_std": (groups.std(-1) < 1e-6).float().mean().item(),
+            "win_rate": sum(r.win_rate for r in results) / len(results),
+            "score": sum(r.mean_score for r in results) / len(results),
+            "valid_programs": sum(r.error is None for r in results) / len(results),
+            "completion_length": lengths.mean().item(),
+            "truncated": sum(completions.truncated) / len(completions.truncated),
+        }
+        for name in scored[0].parts:
+            metrics[f"rewards/{name}"] = sum(s.parts[name] for s in scored) / len(scored)
+        metrics.update(train)
+        return metrics
+
+    @staticmethod
+    def live_line(m: dict[str, Any]) -> str:
+        return (f"step {m['step']:>4}  reward {m['reward']:+.3f} ± {m['reward_std']:.3f}  win {m['win_rate']:.2f}  "
+                f"score {m['score']:7.1f}  valid {m['valid_programs']:.2f}  kl {m.get('kl', 0.0):.4f}  "
+                f"loss {m['loss']:+.4f}  len {m['completion_length']:.0f}")  # fmt: skip
+
+    def _keep_best(self, step: int, results: list[ProgramResult], scored: list[Any]) -> None:
+        index = max(range(len(scored)), key=lambda i: scored[i].total)
+        result, reward = results[index], scored[index].total
+        if result.source is None or reward <= self.best.reward:
+            return
+        self.best = Best(reward=reward, step=step, sha=result.sha)
+        info = {"step": step, "reward": reward, "sha": result.sha, "mean_score": result.mean_score,
+                "win_rate": result.win_rate, "seeds": [e.seed for e in result.episodes]}  # fmt: skip
+        self.run.write_best(result.source, info, self.spec.name)
+        if self.config.record_best and result.episodes:
+            self.run.clear_replays()
+            self.runner.evaluate([result.source], [e.seed for e in result.episodes], record=self.run.replays)
+
+    def checkpoint(self) -> None:
+        state = {"step": self.step_done, "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "rng": rng_state(self.generator),
+                 "best": vars(self.best)}  # fmt: skip
+        save_checkpoint(self.run.checkpoints, self.step_done, self.model, state, keep=self.config.save_total_limit)
+
+    def _restore(self) -> None:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        checkpoint = latest_checkpoint(self.run.checkpoints)
+        if checkpoint is None:
+            raise ConfigError(f"{self.run.path} has no complete checkpoint to resume from; start the run again")
+        state = load_state(checkpoint)
+        set_peft_model_state_dict(self.model, load_file(checkpoint / "adapter_model.safetensors", device=self.device))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        restore_rng(state["rng"], self.generator)
+        self.step_done, self.best = state["step"], Best(**state["best"])
+        self.run.truncate_metrics(self.step_done)
+        self.run.tensorboard(purge_step=self.step_done + 1)
+
+    def finish(self) -> None:
+        """The final adapter (peft format), and the merged model when asked for."""
+        self.model.save_pretrained(self.run.path / "adapter")
+        if self.config.save_merged:
+            merged = self.model.merge_and_unload()
+            merged.save_pretrained(self.run.path / "merged")
+            self.tokenizer.save_pretrained(self.run.path / "merged")
+
+    def close(self) -> None:
+        self.runner.close()
+        self.run.close()
+
+
+def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> GRPOConfig:
+    """A run's own config (its config.yaml); only ``max_steps`` may change, to extend a run."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"--resume {run_dir}: not a stratagem run directory (no config.yaml in it)")
+    overrides = dict(overrides or {})
+    extra = sorted(set(overrides) - {"max_steps"})
+    if extra:
+        raise ConfigError(f"--resume continues a run with its own config; only --max-steps may change, not {extra}")
+    return make_config({**read_yaml(path), **overrides})
