@@ -67,8 +67,8 @@ def test_two_step_train_writes_the_whole_run_directory(smoke_run, capsys):
     assert (smoke_run / "merged" / "config.json").is_file()
     # The best program is a runnable strategy, and its episodes were recorded.
     best = json.loads((smoke_run / "best.json").read_text())
-    assert best["reward"] == max(r["reward"] for r in rows + [json.loads(line) for line in
-                                 (smoke_run / "completions" / "step-000002.jsonl").read_text().splitlines()])  # fmt: skip
+    second = (smoke_run / "completions" / "step-000002.jsonl").read_text().splitlines()
+    assert best["reward"] == max(r["reward"] for r in rows + [json.loads(line) for line in second])
     capsys.readouterr()
     assert main(["play", "2048", "--strategy", str(smoke_run / "best_strategy.py"), "--episodes", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["episodes"] == 2
