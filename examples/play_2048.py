@@ -1,4 +1,4 @@
-"""Serve 2048 and play it over the wire: the end-to-end demo until `stratagem train` lands.
+"""Serve 2048 and play it over the wire: an end-to-end demo of the server and both clients.
 
     python examples/play_2048.py                 # starts `stratagem serve 2048` on a free port, plays, stops it
     python examples/play_2048.py --url URL       # plays against a server you started yourself

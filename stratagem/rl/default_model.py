@@ -36,7 +36,7 @@ from stratagem.agents.prompts import task_prompt
 from stratagem.envs.spec import resolve
 from stratagem.rl.corpus import generate_programs
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 1  # bump when the tokenizer, model or SFT code changes what a build produces
 EOS, PAD = "<|endoftext|>", "<|pad|>"
 PROMPT_WEIGHT = 200  # copies of the prompt among the tokenizer's training texts
 
@@ -57,8 +57,11 @@ class DefaultModelSettings:
     learning_rate: float = 3e-3
 
     def fingerprint(self) -> str:
-        blob = json.dumps({"version": BUILDER_VERSION, **asdict(self)}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        """Settings, builder version and the corpus itself: a change to any of them is a new model."""
+        digest = hashlib.sha256(json.dumps({"version": BUILDER_VERSION, **asdict(self)}, sort_keys=True).encode())
+        for program in generate_programs(self.programs, self.seed):
+            digest.update(program.encode())
+        return digest.hexdigest()[:12]
 
 
 def cache_root() -> Path:

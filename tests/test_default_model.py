@@ -1,0 +1,95 @@
+"""The embedded default model: deterministic, cached, a normal transformers directory; and
+checkpoints whose "latest" survives a crash mid-write."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stratagem.rl import default_model
+from stratagem.rl.checkpoint import latest_checkpoint, save_checkpoint
+from stratagem.rl.default_model import DefaultModelSettings, build_default_model, default_model_path
+
+TINY = DefaultModelSettings(programs=80, sft_steps=4, hidden_size=32, layers=1, heads=2, kv_heads=1,
+                            intermediate_size=64, vocab_size=600, batch_size=4)  # fmt: skip
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(path / "model.safetensors")
+
+
+def test_the_build_is_deterministic_from_its_settings(tmp_path):
+    a = build_default_model(tmp_path / "a", TINY)
+    b = build_default_model(tmp_path / "b", TINY)
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert (a / "tokenizer.json").read_bytes() == (b / "tokenizer.json").read_bytes()
+    other = DefaultModelSettings(**{**TINY.__dict__, "seed": 1})
+    assert other.fingerprint() != TINY.fingerprint()
+
+
+def test_the_cache_builds_once_and_a_killed_build_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("STRATAGEM_CACHE", str(tmp_path))
+    path = default_model_path(TINY)
+    assert path.parent == tmp_path / "default-model" and (path / "config.json").is_file()
+
+    def must_not_build(*args, **kwargs):
+        raise AssertionError("rebuilt a cached model")
+
+    monkeypatch.setattr(default_model, "build_default_model", must_not_build)
+    assert default_model_path(TINY) == path
+
+    monkeypatch.undo()
+    monkeypatch.setenv("STRATAGEM_CACHE", str(tmp_path))
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    from transformers import LlamaForCausalLM
+
+    monkeypatch.setattr(LlamaForCausalLM, "save_pretrained", killed)  # killed while writing the files
+    with pytest.raises(KeyboardInterrupt):
+        default_model_path(DefaultModelSettings(**{**TINY.__dict__, "seed": 2}))
+    assert sorted(p.name for p in (tmp_path / "default-model").iterdir()) == [path.name]
+
+
+def test_the_tokenizer_encodes_any_text_and_programs_compactly():
+    from stratagem.agents.prompts import task_prompt
+    from stratagem.envs.spec import resolve
+    from stratagem.rl.corpus import generate_programs
+    from stratagem.rl.default_model import _train_tokenizer, completion_text
+
+    settings = DefaultModelSettings()  # the real default's corpus and vocabulary
+    programs = [completion_text(p) for p in generate_programs(settings.programs, settings.seed)]
+    tokenizer = _train_tokenizer(task_prompt(resolve("2048")), programs, settings.vocab_size)
+    for text in ["naïve 🙂 code\n\tx = 1", "def strategy(board):\n    return 'never seen this line'\n", programs[0]]:
+        assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+    tokens = [len(tokenizer(p)["input_ids"]) for p in programs[:200]]
+    chars = [len(p) for p in programs[:200]]
+    assert sum(tokens) < sum(chars) / 8, "whole lines should merge into few tokens"
+    assert len(tokenizer(task_prompt(resolve("2048")))["input_ids"]) < 40
+
+
+def test_latest_checkpoint_survives_a_crash_mid_write(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from stratagem.agents.policy import add_lora
+
+    config = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1)  # fmt: skip
+    adapter = add_lora(LlamaForCausalLM(config), r=2, alpha=4, dropout=0.0, target_modules=["q_proj"])
+    root = tmp_path / "checkpoints"
+    save_checkpoint(root, 1, adapter, {"step": 1})
+    save_checkpoint(root, 2, adapter, {"step": 2})
+    assert (root / "step-000002" / "adapter_config.json").is_file()
+    (root / ".tmp-step-000003-x").mkdir()  # a write killed before its rename
+    (root / "step-000004").mkdir()  # a directory without its state file is never "complete"
+    assert latest_checkpoint(root) == root / "step-000002"
+    assert not (root / ".tmp-step-000003-x").exists()
+    (root / "latest").write_text("step-000009\n")  # names a checkpoint that is gone
+    assert latest_checkpoint(root) == root / "step-000002"
+    save_checkpoint(root, 3, adapter, {"step": 3}, keep=2)
+    assert sorted(p.name for p in root.glob("step-*") if (p / "trainer_state.pt").exists()) == [
+        "step-000002", "step-000003"]  # fmt: skip
