@@ -89,6 +89,7 @@ def test_flag_values_parse_lists_mappings_and_none():
         (["--num-generations", "3"], "multiple of num_generations"),
         (["--model", "/no/such/model/dir"], "cannot load model"),
         (["--env", "no-such-env"], "no-such-env"),
+        (["--env-params", '{"max_tile": "big"}'], "max_tile"),
         (["--resume", "/no/such/run"], "not a stratagem run directory"),
     ],
 )

@@ -74,6 +74,12 @@ class Trainer:
         self.spec = resolve(config.env)
         self.rubric = Rubric(weights=dict(config.reward_weights)) if config.reward_weights else Rubric()
         self.device = config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("device 'cuda' asked for, but torch sees no CUDA device; use --device cpu or auto")
+        # The environment and its parameters first: a bad --env-params fails before a model is loaded.
+        self.runner = Runner(self.spec, config.env_params, workers=config.workers,
+                             limits=Limits(move_s=config.move_timeout, episode_s=config.episode_timeout,
+                                           memory_mb=config.memory_mb, cpu_s=config.cpu_seconds))  # fmt: skip
         random.seed(config.seed)
         np.random.seed(config.seed)
         torch.manual_seed(config.seed)
@@ -102,9 +108,6 @@ class Trainer:
         batch = config.generation_batch_size
         self.prompt_ids, self.prompt_mask = encode_prompts(self.tokenizer, [task_prompt(self.spec)] * batch,
                                                            config.max_prompt_length)  # fmt: skip
-        self.runner = Runner(self.spec, config.env_params, workers=config.workers,
-                             limits=Limits(move_s=config.move_timeout, episode_s=config.episode_timeout,
-                                           memory_mb=config.memory_mb, cpu_s=config.cpu_seconds))  # fmt: skip
         self.step_done = 0
         self.best = Best()
         if resume:
