@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 import time
@@ -19,6 +20,11 @@ from stratagem.envs.server import create_app
 from stratagem.envs.sessions import Limits
 
 HERE = Path(__file__).parent
+
+# Without a GPU, the Triton kernels run in Triton's CPU interpreter; it must be chosen before the
+# kernels are first imported (``@triton.jit`` reads it).
+if not os.environ.get("CUDA_VISIBLE_DEVICES") and not Path("/dev/nvidia0").exists():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 APPS: dict[str, Any] = {}  # base URL -> the app served there, for tests that inspect server state
 
 

@@ -39,6 +39,8 @@ def load_model(name_or_path: str | Path, dtype: str = "float32", device: str = "
         raise ModelLoadError(f"{local} is not a transformers model directory (no config.json in it)")
     source = str(local) if local.exists() else str(name_or_path)
     kwargs: dict[str, Any] = {"dtype": DTYPES[dtype]}
+    if attn_implementation == "stratagem":
+        import stratagem.kernels.hf  # noqa: F401  (registers the implementation with transformers)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     try:

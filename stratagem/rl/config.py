@@ -40,6 +40,9 @@ class GRPOConfig(BaseModel):
     seed: int = Field(42, ge=0, description="seeds sampling, LoRA init and the episode seeds")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the model runs")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="model weights' dtype")
+    attn_implementation: str | None = Field(
+        None, description="'stratagem' (our kernels), 'sdpa', 'eager', ...; None: 'stratagem' on CUDA in bf16/fp16"
+    )
 
     # Steps and batches (TRL semantics: one optimizer step sees
     # per_device_train_batch_size * gradient_accumulation_steps completions, in groups of num_generations).

@@ -88,7 +88,10 @@ class Trainer:
             from stratagem.rl.default_model import default_model_path
 
             model_path = str(default_model_path())
-        base, self.tokenizer = load_model(model_path, config.dtype, self.device)
+        attention = config.attn_implementation
+        if attention is None and self.device == "cuda" and config.dtype != "float32":
+            attention = "stratagem"  # our flash attention: sinks, windows, left padding, GQA, with a backward
+        base, self.tokenizer = load_model(model_path, config.dtype, self.device, attention)
         self.model = add_lora(base, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
         if config.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()

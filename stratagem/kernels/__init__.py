@@ -1,0 +1,13 @@
+"""Attention kernels: ``attention(q, k, v, sinks=, window=, causal=, padding_start=, scale=)``.
+
+On CUDA (fp16/bf16, head dim 64 or 128) it runs our Triton flash attention, forward and
+backward (``flash.py``); anywhere else it runs the torch reference (``reference.py``), so
+the library works everywhere. ``backend="triton"`` forces the kernels (with
+``TRITON_INTERPRET=1`` they run on CPU tensors, which is how the tests check them);
+``backend="reference"`` forces the reference.
+"""
+
+from stratagem.kernels.attention import BACKENDS, attention, triton_supported
+from stratagem.kernels.reference import attention_reference
+
+__all__ = ["BACKENDS", "attention", "attention_reference", "triton_supported"]
