@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1" and no
 def poison(monkeypatch):
     import importlib
 
-    kernels = importlib.import_module("stratagem.kernels.flash")
+    kernels = importlib.import_module("stratagem.kernels.flash_ops")
 
     def poisoned(shape, like, dtype=None):
         return torch.full(tuple(shape), float("nan"), dtype=dtype or like.dtype, device=like.device)

@@ -63,7 +63,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, sinks: Tensor | None = None, w
         if not triton_supported(q, k):
             raise ValueError("backend='triton' takes CUDA fp16/bf16 tensors with D in (64, 128) and Nq == Nk (or any "
                              f"device under TRITON_INTERPRET=1); got {q.device} {q.dtype} D={q.shape[-1]}")  # fmt: skip
-        from stratagem.kernels.flash import flash_attention
+        from stratagem.kernels.flash_ops import flash_attention
 
         return flash_attention(q, k, v, sinks, padding_start, window, causal, scale)
     return attention_reference(q, k, v, sinks=sinks, window=window, causal=causal, padding_start=padding_start,

@@ -1,0 +1,117 @@
+"""Launching the Triton kernels of ``flash.py``: tiles, autotuning, buffers, and the autograd Function."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import triton
+from torch import Tensor
+
+from stratagem.kernels.flash import (
+    LOG2E,
+    _bwd_dkdv_kernel,
+    _bwd_dq_kernel,
+    _delta_kernel,
+    _fwd_kernel,
+    interpreting,
+)
+
+
+def _alloc(shape: tuple[int, ...] | torch.Size, like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """Every buffer a kernel writes; the tests fill these with NaN first, so a missed element shows."""
+    return torch.empty(shape, dtype=dtype or like.dtype, device=like.device)
+
+
+INTERPRETER_BLOCKS = {"BLOCK_M": 16, "BLOCK_N": 16, "num_warps": 1, "num_stages": 1}  # small: several blocks a row
+
+
+def _configs(shapes: list[tuple[int, int, int, int]]) -> list[triton.Config]:
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=st) for m, n, w, st in shapes]
+
+
+# N_BUCKET (the next power of two of N), not N: a learner's batches change length every step, and
+# retuning for each length would cost more than it saves.
+_KEY = ["N_BUCKET", "GROUP", "D", "CAUSAL", "WINDOW", "HAS_PAD"]
+
+
+def _tuned(kernel: Any, shapes: list[tuple[int, int, int, int]]) -> Any:
+    """On a GPU, autotuned over a few tile shapes (per shape, mask and GQA ratio); interpreted: fixed small tiles."""
+    return kernel if interpreting() else triton.autotune(configs=_configs(shapes), key=_KEY)(kernel)
+
+
+FWD = _tuned(_fwd_kernel, [(128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 3), (64, 64, 4, 4), (128, 32, 4, 4)])
+DKDV = _tuned(_bwd_dkdv_kernel, [(32, 128, 4, 3), (64, 64, 4, 3), (64, 128, 8, 3), (32, 64, 4, 3), (16, 128, 4, 3)])
+DQ = _tuned(_bwd_dq_kernel, [(128, 32, 4, 3), (64, 64, 4, 3), (128, 64, 8, 3), (64, 32, 4, 3)])
+
+
+def _launch(kernel: Any, rows: str, n: int, programs: int, *args: Any, **meta: Any) -> None:
+    """Grid: one program per ``rows`` tile (BLOCK_M or BLOCK_N) of the sequence, times ``programs``."""
+    if interpreting():
+        kernel[(triton.cdiv(n, INTERPRETER_BLOCKS[rows]), programs)](*args, **meta, **INTERPRETER_BLOCKS)
+    else:
+        kernel[lambda m: (triton.cdiv(n, m[rows]), programs)](*args, **meta)
+
+
+def _forward(q: Tensor, k: Tensor, v: Tensor, sinks: Tensor | None, pad: Tensor | None, window: int,
+             causal: bool, scale: float) -> tuple[Tensor, Tensor]:  # fmt: skip
+    batch, hq, n, d = q.shape
+    out = _alloc(q.shape, q)
+    lse = _alloc((batch, hq, n), q, torch.float32)
+    _launch(FWD, "BLOCK_M", n, batch * hq, q, k, v, sinks if sinks is not None else q,
+            pad if pad is not None else q, out, lse,
+            *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
+            n, triton.next_power_of_2(n), hq, hq // k.shape[1], scale * LOG2E,
+            HAS_SINKS=sinks is not None, HAS_PAD=pad is not None, CAUSAL=causal, WINDOW=window, D=d)  # fmt: skip
+    return out, lse
+
+
+def _backward(do: Tensor, q: Tensor, k: Tensor, v: Tensor, sinks: Tensor | None, pad: Tensor | None,
+              out: Tensor, lse: Tensor, window: int, causal: bool,
+              scale: float) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:  # fmt: skip
+    batch, hq, n, d = q.shape
+    hkv = k.shape[1]
+    do = do if do.stride(-1) == 1 else do.contiguous()
+    delta = _alloc((batch, hq, n), q, torch.float32)
+    _delta_kernel[(triton.cdiv(n, 64), batch * hq)](out, do, delta, *out.stride()[:3], *do.stride()[:3], n, hq, D=d,
+                                                    BLOCK_M=64)  # fmt: skip
+    dq = _alloc(q.shape, q)
+    dk = _alloc(k.shape, k)  # dk and dv share one (contiguous) layout
+    dv = _alloc(v.shape, v)
+    pad_arg = pad if pad is not None else q
+    common = dict(HAS_PAD=pad is not None, CAUSAL=causal, WINDOW=window, D=d)
+    strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3])
+    _launch(DKDV, "BLOCK_N", n, batch * hkv, q, k, v, pad_arg, do, lse, delta, dk, dv, *strides, *dk.stride()[:3],
+            n, triton.next_power_of_2(n), hq, hkv, hq // hkv, scale * LOG2E, scale, **common)  # fmt: skip
+    _launch(DQ, "BLOCK_M", n, batch * hq, q, k, v, pad_arg, do, lse, delta, dq, *strides, *dq.stride()[:3],
+            n, triton.next_power_of_2(n), hq, hq // hkv, scale * LOG2E, scale, **common)  # fmt: skip
+    dsinks = None
+    if sinks is not None:  # d LSE / d sink = exp(sink - LSE); a torch reduction, so deterministic
+        weight = torch.exp2(sinks.float().view(1, hq, 1) * LOG2E - lse)
+        dsinks = (-(weight * delta).sum(dim=(0, 2))).to(sinks.dtype)
+    return dq, dk, dv, dsinks
+
+
+class _FlashAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, sinks, pad, window, causal, scale):  # type: ignore[override]
+        out, lse = _forward(q, k, v, sinks, pad, window, causal, scale)
+        ctx.save_for_backward(q, k, v, sinks, pad, out, lse)
+        ctx.window, ctx.causal, ctx.scale = window, causal, scale
+        return out
+
+    @staticmethod
+    def backward(ctx, do):  # type: ignore[override]
+        q, k, v, sinks, pad, out, lse = ctx.saved_tensors
+        dq, dk, dv, dsinks = _backward(do, q, k, v, sinks, pad, out, lse, ctx.window, ctx.causal, ctx.scale)
+        return dq, dk, dv, dsinks, None, None, None, None
+
+
+def flash_attention(q: Tensor, k: Tensor, v: Tensor, sinks: Tensor | None, padding_start: Tensor | None,
+                    window: int | None, causal: bool, scale: float | None) -> Tensor:  # fmt: skip
+    """The Triton path; ``kernels.attention`` validates and dispatches here."""
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    pad = padding_start.to(device=q.device, dtype=torch.int32).contiguous() if padding_start is not None else None
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    return _FlashAttention.apply(q, k, v, sinks, pad, int(window or 0), bool(causal), scale)
