@@ -21,7 +21,9 @@ def _weights(path):
 
 
 def test_the_build_is_deterministic_from_its_settings(tmp_path):
+    before = torch.get_rng_state()
     a = build_default_model(tmp_path / "a", TINY)
+    assert torch.equal(torch.get_rng_state(), before), "building must not move the caller's random stream"
     b = build_default_model(tmp_path / "b", TINY)
     wa, wb = _weights(a), _weights(b)
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -105,6 +105,11 @@ def _train_tokenizer(prompt: str, programs: list[str], vocab_size: int) -> Any:
 
 def build_default_model(path: Path, settings: DefaultModelSettings) -> Path:
     """Generate the corpus, train the tokenizer, SFT the model, and move the result into ``path``."""
+    with torch.random.fork_rng():  # the caller's random streams are left as they were
+        return _build(path, settings)
+
+
+def _build(path: Path, settings: DefaultModelSettings) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(settings.seed)

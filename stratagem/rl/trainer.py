@@ -80,14 +80,15 @@ class Trainer:
         self.runner = Runner(self.spec, config.env_params, workers=config.workers,
                              limits=Limits(move_s=config.move_timeout, episode_s=config.episode_timeout,
                                            memory_mb=config.memory_mb, cpu_s=config.cpu_seconds))  # fmt: skip
-        random.seed(config.seed)
-        np.random.seed(config.seed)
-        torch.manual_seed(config.seed)
         model_path = config.model
         if model_path == "default":
             from stratagem.rl.default_model import default_model_path
 
-            model_path = str(default_model_path())
+            model_path = str(default_model_path())  # built on first use; seeding comes after, so a run that
+            # builds the model and one that finds it cached start from the same RNG state
+        random.seed(config.seed)
+        np.random.seed(config.seed)
+        torch.manual_seed(config.seed)
         attention = config.attn_implementation
         if attention is None and self.device == "cuda" and config.dtype != "float32":
             attention = "stratagem"  # our flash attention: sinks, windows, left padding, GQA, with a backward
