@@ -14,6 +14,7 @@ seeds (never used in training), in the sandbox, and scored with the same rubric.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -22,9 +23,8 @@ from pathlib import Path
 
 import torch
 
-from stratagem.agents.policy import SamplingParams, encode_prompts, load_model, sample
+from stratagem.agents.policy import encode_prompts, load_model, sample
 from stratagem.agents.prompts import task_prompt
-from stratagem.agents.rewards import Rubric
 from stratagem.agents.runner import Runner
 from stratagem.envs.spec import resolve
 from stratagem.rl.config import load_config, make_config, read_yaml
@@ -57,19 +57,12 @@ def evaluate_policies(run: Path, samples: int, episodes: int) -> str:
     from peft import PeftModel
 
     config = make_config(read_yaml(run / "config.yaml"))
-    model_path = config.model
-    if model_path == "default":
-        from stratagem.rl.default_model import default_model_path
-
-        model_path = str(default_model_path())
-    base, tokenizer = load_model(model_path, config.dtype)
+    base, tokenizer = load_model(config.model_path(), config.dtype)
     model = PeftModel.from_pretrained(base, run / "adapter").eval()
     spec = resolve(config.env)
     ids, mask = encode_prompts(tokenizer, [task_prompt(spec)] * samples, config.max_prompt_length)
-    params = SamplingParams(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
-                            min_p=config.min_p, max_new_tokens=config.max_completion_length)  # fmt: skip
     seeds = list(range(HELD_OUT_SEEDS, HELD_OUT_SEEDS + episodes))
-    rubric = Rubric(weights=dict(config.reward_weights)) if config.reward_weights else Rubric()
+    rubric = config.rubric()
     lines = [f"{samples} programs per policy, each on held-out seeds {seeds[0]}..{seeds[-1]}",
              f"{'policy':>10} | {'reward':>16} | {'2048 score':>16} | {'valid':>6} | {'win rate':>8} | {'sec':>5}",
              "-" * 78]  # fmt: skip
@@ -77,11 +70,8 @@ def evaluate_policies(run: Path, samples: int, episodes: int) -> str:
     with Runner(spec, config.env_params, workers=config.workers) as runner:
         for name in ("start", "trained"):
             started = time.perf_counter()
-            if name == "start":
-                with model.disable_adapter():
-                    out = sample(model, tokenizer, ids, mask, params, torch.Generator().manual_seed(0))
-            else:
-                out = sample(model, tokenizer, ids, mask, params, torch.Generator().manual_seed(0))
+            with model.disable_adapter() if name == "start" else contextlib.nullcontext():
+                out = sample(model, tokenizer, ids, mask, config.sampling_params(), torch.Generator().manual_seed(0))
             results = runner.evaluate(out.texts, seeds)
             rewards = [s.total for s in rubric.score_all(results, spec.reward)]
             scores = [r.mean_score for r in results]

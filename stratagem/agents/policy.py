@@ -71,11 +71,11 @@ def add_lora(model: Any, r: int, alpha: int, dropout: float, target_modules: lis
 
 def encode_prompts(tokenizer: Any, prompts: list[str], max_length: int | None = None) -> tuple[Tensor, Tensor]:
     """Left-padded prompt ids and mask; a chat model's own template wraps each prompt as a user turn."""
-    if getattr(tokenizer, "chat_template", None):
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    if chat:  # the template already holds the special tokens
         prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
                                                  add_generation_prompt=True) for p in prompts]  # fmt: skip
-    rows = [tokenizer(p, add_special_tokens=not getattr(tokenizer, "chat_template", None))["input_ids"]
-            for p in prompts]  # fmt: skip
+    rows = [tokenizer(p, add_special_tokens=not chat)["input_ids"] for p in prompts]
     if max_length is not None:
         rows = [row[-max_length:] for row in rows]
     width = max(len(row) for row in rows)

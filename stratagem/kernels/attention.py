@@ -5,6 +5,7 @@ Triton is imported only when the kernels run, so the package works where Triton 
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from stratagem.kernels.reference import attention_reference
@@ -41,8 +42,6 @@ def triton_supported(q: Tensor, k: Tensor) -> bool:
     same_length = q.shape[2] == k.shape[2]
     if interpreting():
         return same_length and q.shape[-1] in (16, 32, 64, 128)
-    import torch
-
     return (same_length and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] in (64, 128)
             and k.dtype == q.dtype)  # fmt: skip
 

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from stratagem.agents.policy import SamplingParams
 from stratagem.agents.rewards import Rubric
 from stratagem.rl.losses import LOSS_TYPES, LossSettings
 
@@ -116,8 +117,7 @@ class GRPOConfig(BaseModel):
                 f"{self.num_generations}"
             )
         self.loss_settings()  # the loss's own checks (delta above 1 + epsilon_high, ...)
-        if self.reward_weights is not None:
-            Rubric(weights=dict(self.reward_weights))  # names known, weights finite
+        self.rubric()  # reward function names known, weights finite
         return self
 
     @property
@@ -128,6 +128,21 @@ class GRPOConfig(BaseModel):
         return LossSettings(loss_type=self.loss_type, importance_sampling_level=self.importance_sampling_level,
                             epsilon=self.epsilon, epsilon_high=self.epsilon_high, delta=self.delta, beta=self.beta,
                             max_completion_length=self.max_completion_length)  # fmt: skip
+
+    def rubric(self) -> Rubric:
+        return Rubric(weights=dict(self.reward_weights)) if self.reward_weights else Rubric()
+
+    def sampling_params(self) -> SamplingParams:
+        return SamplingParams(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, min_p=self.min_p,
+                              max_new_tokens=self.max_completion_length)  # fmt: skip
+
+    def model_path(self) -> str:
+        """``model`` as a loadable path: "default" is the embedded model, built on first use."""
+        if self.model != "default":
+            return self.model
+        from stratagem.rl.default_model import default_model_path
+
+        return str(default_model_path())
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(), sort_keys=False)
@@ -213,7 +228,7 @@ def parse_flag_value(name: str, text: str) -> Any:
         return None
     if annotation.startswith("list["):
         return [item.strip() for item in text.split(",") if item.strip()]
-    if annotation.startswith("dict[") or "dict[" in annotation:
+    if "dict[" in annotation:
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:

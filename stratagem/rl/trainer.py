@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from stratagem.agents.policy import SamplingParams, add_lora, encode_prompts, load_model, sample
+from stratagem.agents.policy import add_lora, encode_prompts, load_model, sample
 from stratagem.agents.prompts import task_prompt
 from stratagem.agents.results import ProgramResult
-from stratagem.agents.rewards import Rubric, outcomes
+from stratagem.agents.rewards import outcomes
 from stratagem.agents.runner import Limits, Runner
 from stratagem.envs.spec import resolve
 from stratagem.rl.checkpoint import latest_checkpoint, load_state, restore_rng, rng_state, save_checkpoint
@@ -72,7 +72,7 @@ class Trainer:
         self.config = config
         self.run = RunDir(Path(run_dir))
         self.spec = resolve(config.env)
-        self.rubric = Rubric(weights=dict(config.reward_weights)) if config.reward_weights else Rubric()
+        self.rubric = config.rubric()
         self.device = config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device 'cuda' asked for, but torch sees no CUDA device; use --device cpu or auto")
@@ -80,12 +80,9 @@ class Trainer:
         self.runner = Runner(self.spec, config.env_params, workers=config.workers,
                              limits=Limits(move_s=config.move_timeout, episode_s=config.episode_timeout,
                                            memory_mb=config.memory_mb, cpu_s=config.cpu_seconds))  # fmt: skip
-        model_path = config.model
-        if model_path == "default":
-            from stratagem.rl.default_model import default_model_path
-
-            model_path = str(default_model_path())  # built on first use; seeding comes after, so a run that
-            # builds the model and one that finds it cached start from the same RNG state
+        # Built on first use; seeding comes after, so a run that builds the default model and one that
+        # finds it cached start from the same RNG state.
+        model_path = config.model_path()
         random.seed(config.seed)
         np.random.seed(config.seed)
         torch.manual_seed(config.seed)
@@ -97,7 +94,8 @@ class Trainer:
         if config.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
             self.model.enable_input_require_grads()
-        self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad],
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]  # the adapter
+        self.optimizer = torch.optim.AdamW(self.trainable,
                                            lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
                                            eps=config.adam_epsilon, weight_decay=config.weight_decay)  # fmt: skip
         from transformers import get_scheduler
@@ -107,8 +105,7 @@ class Trainer:
         self.scheduler = get_scheduler(config.lr_scheduler_type, self.optimizer, num_warmup_steps=warmup,
                                        num_training_steps=updates)  # fmt: skip
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
-        self.sampling = SamplingParams(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
-                                       min_p=config.min_p, max_new_tokens=config.max_completion_length)  # fmt: skip
+        self.sampling = config.sampling_params()
         batch = config.generation_batch_size
         self.prompt_ids, self.prompt_mask = encode_prompts(self.tokenizer, [task_prompt(self.spec)] * batch,
                                                            config.max_prompt_length)  # fmt: skip
@@ -189,8 +186,7 @@ class Trainer:
         sums: dict[str, float] = {}
         for _ in range(self.config.num_iterations):
             sums = self.accumulate(batch, old, ref)
-            params = [p for p in self.model.parameters() if p.requires_grad]
-            sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm))
+            sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm))
             sums["learning_rate"] = self.scheduler.get_last_lr()[0]
             self.optimizer.step()
             self.scheduler.step()
