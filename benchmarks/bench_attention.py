@@ -6,10 +6,13 @@
 FlexAttention has no sinks; the usual way to add them is its ``return_lse`` plus an unfused
 epilogue, ``out * sigmoid(lse - sink)`` (the sink joins the denominator only). SDPA runs without
 sinks, as an upper reference (its sliding window needs an explicit mask). Eager materialises
-N x N scores, so it runs at 4k only. One table, all in the same run: milliseconds (median of
-``triton.testing.do_bench``), TFLOP/s (causal FLOPs halved, a window's counted exactly;
-backward = 2.5 x forward), ratios against FlexAttention+sinks, and the peak memory of a
-forward+backward above the inputs.
+N x N scores, so it runs at 4k only. One table, all in the same run: milliseconds of GPU time
+(median of ``triton.testing.do_bench_cudagraph``: the calls replayed from a CUDA graph, so the
+host's launch overhead, large under this machine's gVisor, does not hide the kernels), TFLOP/s
+(causal FLOPs halved, a window's counted exactly;
+backward = 2.5 x forward), ratios against FlexAttention+sinks; the wall time of eagerly launched
+forward+backward calls (what a loop without CUDA graphs sees when the kernels are short); and
+the peak memory of a forward+backward above the inputs.
 """
 
 from __future__ import annotations
@@ -68,22 +71,28 @@ def implementations(n: int, window: int | None, hq: int):
     return found
 
 
-def measure(fn, q, k, v, s) -> tuple[float, float, float]:
-    """(forward ms, forward+backward ms, peak MiB of a forward+backward above what was allocated)."""
+def measure(fn, q, k, v, s) -> dict[str, float]:
+    """Forward and forward+backward ms, replayed from a CUDA graph (GPU time) and launched eagerly
+    (wall: includes the host's launch overhead), and the peak MiB of a forward+backward above the inputs."""
     do = torch.randn_like(q)
-    fwd = triton.testing.do_bench(lambda: fn(q, k, v, s), warmup=25, rep=100, return_mode="median")
+
+    def fwd():
+        fn(q, k, v, s)
 
     def both():
         out = fn(q, k, v, s)
         torch.autograd.grad(out, [q, k, v, s], do, allow_unused=True)
 
-    both_ms = triton.testing.do_bench(both, warmup=25, rep=100, return_mode="median")
+    found = {"fwd": triton.testing.do_bench_cudagraph(fwd, rep=100, return_mode="median"),
+             "both": triton.testing.do_bench_cudagraph(both, rep=100, return_mode="median"),
+             "both wall": triton.testing.do_bench(both, warmup=25, rep=100, return_mode="median")}  # fmt: skip
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
     both()
     torch.cuda.synchronize()
-    return fwd, both_ms, (torch.cuda.max_memory_allocated() - base) / 2**20
+    found["peak"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+    return found
 
 
 def main() -> None:
@@ -98,7 +107,8 @@ def main() -> None:
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}; bf16, B=1, "
           f"Hq={args.heads}, Hkv={args.kv_heads}; H100 bf16 dense peak ~{H100_BF16_TFLOPS:.0f} TFLOP/s")  # fmt: skip
     header = (f"{'D':>3} {'N':>6} {'mask':>6} | {'implementation':<16} | {'fwd ms':>8} {'TFLOP/s':>8} {'vs flex':>7} |"
-              f" {'fwd+bwd ms':>10} {'TFLOP/s':>8} {'vs flex':>7} | {'peak MiB':>9}")  # fmt: skip
+              f" {'fwd+bwd ms':>10} {'TFLOP/s':>8} {'vs flex':>7} | {'wall ms':>8} {'vs flex':>7} |"
+              f" {'peak MiB':>9}")  # fmt: skip
     rows = [header, "-" * len(header)]
     for d in args.d:
         for n in args.n:
@@ -118,15 +128,15 @@ def main() -> None:
                 flex = results.get("flex+sinks")
                 for name, r in results.items():
                     mask = "causal" if window is None else f"W={window}"
-                    if r is None:
-                        rows.append(f"{d:>3} {n:>6} {mask:>6} | {name:<16} | {'failed':>8}")
-                        continue
-                    fwd, both, peak = r
-                    vs_f = f"{flex[0] / fwd:6.2f}x" if flex else "   n/a"
-                    vs_b = f"{flex[1] / both:6.2f}x" if flex else "   n/a"
                     head = f"{d:>3} {n:>6} {mask:>6} | {name:<16} |"
-                    rows.append(f"{head} {fwd:8.3f} {flops / fwd / 1e9:8.1f} {vs_f:>7} |"
-                                f" {both:10.3f} {3.5 * flops / both / 1e9:8.1f} {vs_b:>7} | {peak:9.0f}")  # fmt: skip
+                    if r is None:
+                        rows.append(f"{head} {'failed':>8}")
+                        continue
+                    vs = {key: f"{flex[key] / r[key]:6.2f}x" if flex else "   n/a"
+                          for key in ("fwd", "both", "both wall")}  # fmt: skip
+                    rows.append(f"{head} {r['fwd']:8.3f} {flops / r['fwd'] / 1e9:8.1f} {vs['fwd']:>7} |"
+                                f" {r['both']:10.3f} {3.5 * flops / r['both'] / 1e9:8.1f} {vs['both']:>7} |"
+                                f" {r['both wall']:8.3f} {vs['both wall']:>7} | {r['peak']:9.0f}")  # fmt: skip
                 del q, k, v, s
                 torch.cuda.empty_cache()
     floor_bytes = (args.heads * 2 + args.kv_heads * 2) * max(args.n) * 64 * 2
@@ -134,6 +144,12 @@ def main() -> None:
           f"{floor_bytes / 2**20:.0f} MiB, {floor_bytes / 3.35e12 * 1e3:.3f} ms at 3.35 TB/s; compute floor "
           f"{flops_forward(1, args.heads, max(args.n), 64, args.window) / H100_BF16_TFLOPS / 1e9:.3f} ms")  # fmt: skip
     print("\n".join(rows))
+    from stratagem.kernels import flash_ops
+
+    print("\ntiles chosen by autotuning (key: N bucket, GQA group, D, causal, window, padding, dtypes):")
+    for name in ("FWD", "DKDV", "DQ"):
+        for key, config in getattr(flash_ops, name).cache.items():
+            print(f"  {name:<4} {key[:6]}: {config}")
 
 
 if __name__ == "__main__":

@@ -99,6 +99,22 @@ def test_kernels_equal_the_reference_forward_and_backward(case, dtype):
             assert (out[row, :, :start] == 0).all()
 
 
+@pytest.mark.parametrize("split", [1, 2, 4])
+def test_dk_dv_are_the_same_however_a_gqa_group_is_split(monkeypatch, split):
+    """A group's query heads in one program (split 1: no float32 partials) or shared by 2 or 4."""
+    from stratagem.kernels import flash_ops
+
+    monkeypatch.setattr(flash_ops, "_group_split", lambda *args: split)
+    q, k, v, s, pad, window, _ = _inputs(("split", 2, 8, 2, 41, 32, 6, "normal", "some", True), torch.float32, 11)
+    out = attention(q, k, v, sinks=s, window=window, padding_start=pad, backend="triton")
+    grads = torch.autograd.grad(out.square().sum(), [k, v])
+    ref_leaves = [t.detach().double().requires_grad_() for t in (q, k, v, s)]
+    ref = attention_reference(*ref_leaves[:3], sinks=ref_leaves[3], window=window, padding_start=pad)
+    ref_grads = torch.autograd.grad(ref.square().sum(), ref_leaves[1:3])
+    for got, want in zip(grads, ref_grads, strict=True):
+        assert (got.double() - want).norm() / want.norm() < 2e-5
+
+
 def test_dsinks_and_every_gradient_are_deterministic():
     case = ("det", 2, 8, 2, 45, 32, 11, "normal", "some", True)
     runs = []
@@ -127,6 +143,8 @@ def test_auto_uses_the_reference_where_triton_cannot_run_and_triton_says_why(mon
         ({"window": 4, "causal": False}, "causal=True"),
         ({"padding_start": torch.zeros(2, dtype=torch.long)}, "one start per batch row"),
         ({"backend": "cuda"}, "backend="),
+        ({"scale": -0.5}, "positive finite"),
+        ({"scale": float("nan")}, "positive finite"),
     ],
 )
 def test_bad_arguments_say_what_is_expected(kwargs, needle):

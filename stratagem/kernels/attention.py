@@ -14,7 +14,7 @@ BACKENDS = ("auto", "triton", "reference")
 
 
 def _check(q: Tensor, k: Tensor, v: Tensor, sinks: Tensor | None, window: int | None, causal: bool,
-           padding_start: Tensor | None, backend: str) -> None:  # fmt: skip
+           padding_start: Tensor | None, scale: float | None, backend: str) -> None:  # fmt: skip
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r}; expected one of {BACKENDS}")
     if q.ndim != 4 or k.ndim != 4 or v.shape != k.shape:
@@ -29,6 +29,8 @@ def _check(q: Tensor, k: Tensor, v: Tensor, sinks: Tensor | None, window: int | 
         raise ValueError(f"window={window!r}: expected a positive int (keys with q - k < window) or None")
     if window is not None and not causal:
         raise ValueError("a sliding window needs causal=True (gpt-oss windows look back only)")
+    if scale is not None and not (isinstance(scale, (int, float)) and 0 < scale < float("inf")):
+        raise ValueError(f"scale={scale!r}: expected a positive finite number (the default is 1/sqrt(D))")
     if padding_start is not None and padding_start.shape != (q.shape[0],):
         raise ValueError(
             f"padding_start {tuple(padding_start.shape)}: expected one start per batch row, [{q.shape[0]}]"
@@ -56,7 +58,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, sinks: Tensor | None = None, w
     [B] the first real token of each left-padded row; ``scale`` defaults to 1/sqrt(D).
     Autograd gives dq, dk, dv and dsinks. Returns [B, Hq, N, D].
     """
-    _check(q, k, v, sinks, window, causal, padding_start, backend)
+    _check(q, k, v, sinks, window, causal, padding_start, scale, backend)
     use_triton = backend == "triton" or (backend == "auto" and triton_supported(q, k))
     if use_triton:
         if not triton_supported(q, k):

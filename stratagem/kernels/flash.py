@@ -10,8 +10,8 @@ exact semantics, and ``../shared/ARCHITECTURE.md``):
 - backward is FlashAttention-2's with that log-sum-exp: ``Delta = rowsum(O * dO)``, one
   kernel for dK/dV per key block (looping over the query heads of its GQA group, so no
   atomics: deterministic), one for dQ per query block; and
-  ``dsink[h] = -sum exp(sink[h] - LSE) * Delta`` over batch and rows (a torch reduction:
-  deterministic too);
+  ``dsink[h] = -sum exp(sink[h] - LSE) * Delta`` over batch and rows (per-tile sums in the
+  Delta kernel, added by torch: deterministic too);
 - only key blocks that can be visible are visited: below the diagonal (causal), within
   ``W - 1`` of it (window), at or after the row's ``padding_start``; so a sliding-window layer
   costs O(N * W), and no N x N tensor exists anywhere.
@@ -32,6 +32,26 @@ LOG2E = 1.4426950408889634
 
 def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@triton.jit
+def _program(LONGEST_FIRST: tl.constexpr):
+    """(tile, batch x head) of this program.
+
+    Heads vary fastest, so the tiles of one length run together across all heads; with
+    LONGEST_FIRST (causal query tiles: the last ones see the most keys) the long tiles start
+    first and the short ones fill the tail of the grid.
+    """
+    tile = tl.program_id(1)
+    if LONGEST_FIRST:
+        tile = tl.num_programs(1) - 1 - tile
+    return tile, tl.program_id(0)
+
+
+@triton.jit
+def _load_rows(base, offs, s_n, offs_d, N):
+    """A [rows, D] tile; rows past N read as 0."""
+    return tl.load(base + offs[:, None] * s_n + offs_d[None, :], mask=offs[:, None] < N, other=0.0)
 
 
 @triton.jit
@@ -89,18 +109,19 @@ def _fwd_step(acc, m_i, l_i, q, k_base, v_base, s_kn, s_vn, start_n, offs_m, off
     if MASKED:
         k = tl.load(k_base + offs_n[None, :] * s_kn + offs_d[:, None], mask=offs_n[None, :] < N, other=0.0)
         v = tl.load(v_base + offs_n[:, None] * s_vn + offs_d[None, :], mask=offs_n[:, None] < N, other=0.0)
-        qk = tl.dot(q, k) * qk_scale
+        qk = tl.dot(q, k)
         qk = tl.where(_keep(offs_m, offs_n, N, pad, CAUSAL, WINDOW), qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing visible yet
     else:
         k = tl.load(k_base + offs_n[None, :] * s_kn + offs_d[:, None])
         v = tl.load(v_base + offs_n[:, None] * s_vn + offs_d[None, :])
-        qk = tl.dot(q, k) * qk_scale
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        qk = tl.dot(q, k)
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
         m_safe = m_new
+    # The scale is applied inside one fused multiply-add (qk_scale > 0, so max commutes with it).
     alpha = tl.exp2(m_i - m_safe)
-    p = tl.exp2(qk - m_safe[:, None])
+    p = tl.exp2(qk * qk_scale - m_safe[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
     return acc, m_new, l_i
@@ -112,15 +133,13 @@ def _fwd_kernel(Q, K, V, Sinks, Pad, O, LSE,  # noqa: E741
                 N, N_BUCKET, H, GROUP, qk_scale,
                 HAS_SINKS: tl.constexpr, HAS_PAD: tl.constexpr, CAUSAL: tl.constexpr, WINDOW: tl.constexpr,
                 D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
-    start_m = tl.program_id(0)
-    bh = tl.program_id(1)
+    start_m, bh = _program(CAUSAL)
     b = bh // H
     h = bh % H
     hk = h // GROUP
     offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, D)
-    q = tl.load(Q + b * s_qb + h * s_qh + offs_m[:, None] * s_qn + offs_d[None, :], mask=offs_m[:, None] < N,
-                other=0.0)  # fmt: skip
+    q = _load_rows(Q + b * s_qb + h * s_qh, offs_m, s_qn, offs_d, N)
     pad = tl.load(Pad + b) if HAS_PAD else start_m * 0
     if HAS_SINKS:
         m_i = tl.zeros([BLOCK_M], dtype=tl.float32) + tl.load(Sinks + h).to(tl.float32) * 1.4426950408889634
@@ -152,19 +171,23 @@ def _fwd_kernel(Q, K, V, Sinks, Pad, O, LSE,  # noqa: E741
 
 
 @triton.jit
-def _delta_kernel(O, DO, Delta, s_ob, s_oh, s_on, s_db, s_dh, s_dn, N, H,  # noqa: E741
-                  D: tl.constexpr, BLOCK_M: tl.constexpr):  # fmt: skip
-    """Delta = rowsum(O * dO) in float32, without a float32 copy of either."""
-    start_m = tl.program_id(0)
-    bh = tl.program_id(1)
+def _delta_kernel(O, DO, LSE, Sinks, Delta, DSinkPart, s_ob, s_oh, s_on, s_db, s_dh, s_dn, N, H,  # noqa: E741
+                  HAS_SINKS: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr):  # fmt: skip
+    """Delta = rowsum(O * dO) in float32, without a float32 copy of either; and, with sinks, this
+    tile's share of dsink = -sum exp(sink - LSE) * Delta (summed over tiles in a fixed order by torch)."""
+    start_m, bh = _program(False)
     b = bh // H
     h = bh % H
     offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, D)
-    rows = offs_m[:, None] < N
-    o = tl.load(O + b * s_ob + h * s_oh + offs_m[:, None] * s_on + offs_d[None, :], mask=rows, other=0.0)
-    do = tl.load(DO + b * s_db + h * s_dh + offs_m[:, None] * s_dn + offs_d[None, :], mask=rows, other=0.0)
-    tl.store(Delta + bh * N + offs_m, tl.sum(o.to(tl.float32) * do.to(tl.float32), 1), mask=offs_m < N)
+    o = _load_rows(O + b * s_ob + h * s_oh, offs_m, s_on, offs_d, N)
+    do = _load_rows(DO + b * s_db + h * s_dh, offs_m, s_dn, offs_d, N)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    tl.store(Delta + bh * N + offs_m, delta, mask=offs_m < N)
+    if HAS_SINKS:
+        lse = tl.load(LSE + bh * N + offs_m, mask=offs_m < N, other=float("inf"))
+        weight = tl.exp2(tl.load(Sinks + h).to(tl.float32) * 1.4426950408889634 - lse)
+        tl.store(DSinkPart + bh * tl.num_programs(1) + start_m, -tl.sum(weight * delta, 0))
 
 
 @triton.jit
@@ -195,21 +218,26 @@ def _dkdv_step(dk, dv, k, v, q_base, do_base, LSE, Delta, row_base, s_qn, s_dn, 
 @triton.jit
 def _bwd_dkdv_kernel(Q, K, V, Pad, DO, LSE, Delta, DK, DV,
                      s_qb, s_qh, s_qn, s_kb, s_kh, s_kn, s_vb, s_vh, s_vn, s_db, s_dh, s_dn,
-                     s_kgb, s_kgh, s_kgn,
+                     s_kgs, s_kgb, s_kgh, s_kgn,
                      N, N_BUCKET, H, HKV, GROUP, qk_scale, sm_scale,
-                     HAS_PAD: tl.constexpr, CAUSAL: tl.constexpr, WINDOW: tl.constexpr,
+                     HAS_PAD: tl.constexpr, CAUSAL: tl.constexpr, WINDOW: tl.constexpr, SPLIT: tl.constexpr,
                      D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
-    start_n = tl.program_id(0)
-    bhk = tl.program_id(1)  # one KV head, looping over the query heads of its group: no atomics
+    """dK, dV of one key tile of one KV head, summed over the query heads of its GQA group.
+
+    The group's heads are looped over here (no atomics: deterministic); with SPLIT > 1 they are
+    shared out among SPLIT programs, each writing a float32 partial sum into DK/DV[part] for
+    torch to add, which gives short sequences with few KV heads enough programs to fill the GPU.
+    """
+    start_n, program = _program(False)  # causal: the first key tiles have the most queries, and run first
+    bhk = program // SPLIT
+    part = program % SPLIT
     b = bhk // HKV
     hk = bhk % HKV
     n0 = start_n * BLOCK_N
     offs_n = n0 + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, D)
-    k = tl.load(K + b * s_kb + hk * s_kh + offs_n[:, None] * s_kn + offs_d[None, :], mask=offs_n[:, None] < N,
-                other=0.0)  # fmt: skip
-    v = tl.load(V + b * s_vb + hk * s_vh + offs_n[:, None] * s_vn + offs_d[None, :], mask=offs_n[:, None] < N,
-                other=0.0)  # fmt: skip
+    k = _load_rows(K + b * s_kb + hk * s_kh, offs_n, s_kn, offs_d, N)
+    v = _load_rows(V + b * s_vb + hk * s_vh, offs_n, s_vn, offs_d, N)
     dk = tl.zeros([BLOCK_N, D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, D], dtype=tl.float32)
     pad = tl.load(Pad + b) if HAS_PAD else start_n * 0
@@ -232,7 +260,8 @@ def _bwd_dkdv_kernel(Q, K, V, Pad, DO, LSE, Delta, DK, DV,
         full_lo = hi
     full_lo = tl.minimum(tl.maximum(full_lo, lo), hi)
     full_hi = tl.maximum(tl.minimum(full_hi, hi), full_lo)
-    for g in range(0, GROUP):
+    heads = GROUP // SPLIT
+    for g in range(part * heads, part * heads + heads):
         h = hk * GROUP + g
         q_base = Q + b * s_qb + h * s_qh
         do_base = DO + b * s_db + h * s_dh
@@ -247,10 +276,9 @@ def _bwd_dkdv_kernel(Q, K, V, Pad, DO, LSE, Delta, DK, DV,
             dk, dv = _dkdv_step(dk, dv, k, v, q_base, do_base, LSE, Delta, row_base, s_qn, s_dn, start_m, offs_n,
                                 offs_d, N, pad, qk_scale, True, CAUSAL, WINDOW, BLOCK_M)  # fmt: skip
     dk = dk * sm_scale
-    tl.store(DK + b * s_kgb + hk * s_kgh + offs_n[:, None] * s_kgn + offs_d[None, :], dk.to(DK.dtype.element_ty),
-             mask=offs_n[:, None] < N)  # fmt: skip
-    tl.store(DV + b * s_kgb + hk * s_kgh + offs_n[:, None] * s_kgn + offs_d[None, :], dv.to(DV.dtype.element_ty),
-             mask=offs_n[:, None] < N)  # fmt: skip
+    out = part * s_kgs + b * s_kgb + hk * s_kgh + offs_n[:, None] * s_kgn + offs_d[None, :]
+    tl.store(DK + out, dk.to(DK.dtype.element_ty), mask=offs_n[:, None] < N)
+    tl.store(DV + out, dv.to(DV.dtype.element_ty), mask=offs_n[:, None] < N)
 
 
 @triton.jit
@@ -277,17 +305,14 @@ def _bwd_dq_kernel(Q, K, V, Pad, DO, LSE, Delta, DQ,
                    N, N_BUCKET, H, GROUP, qk_scale, sm_scale,
                    HAS_PAD: tl.constexpr, CAUSAL: tl.constexpr, WINDOW: tl.constexpr,
                    D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
-    start_m = tl.program_id(0)
-    bh = tl.program_id(1)
+    start_m, bh = _program(CAUSAL)
     b = bh // H
     h = bh % H
     hk = h // GROUP
     offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, D)
-    q = tl.load(Q + b * s_qb + h * s_qh + offs_m[:, None] * s_qn + offs_d[None, :], mask=offs_m[:, None] < N,
-                other=0.0)  # fmt: skip
-    do = tl.load(DO + b * s_db + h * s_dh + offs_m[:, None] * s_dn + offs_d[None, :], mask=offs_m[:, None] < N,
-                 other=0.0)  # fmt: skip
+    q = _load_rows(Q + b * s_qb + h * s_qh, offs_m, s_qn, offs_d, N)
+    do = _load_rows(DO + b * s_db + h * s_dh, offs_m, s_dn, offs_d, N)
     lse = tl.load(LSE + bh * N + offs_m, mask=offs_m < N, other=float("inf"))
     delta = tl.load(Delta + bh * N + offs_m, mask=offs_m < N, other=0.0)
     pad = tl.load(Pad + b) if HAS_PAD else start_m * 0

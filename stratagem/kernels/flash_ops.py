@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -36,22 +37,48 @@ def _configs(shapes: list[tuple[int, int, int, int]]) -> list[triton.Config]:
 _KEY = ["N_BUCKET", "GROUP", "D", "CAUSAL", "WINDOW", "HAS_PAD"]
 
 
-def _tuned(kernel: Any, shapes: list[tuple[int, int, int, int]]) -> Any:
+def _tuned(kernel: Any, shapes: list[tuple[int, int, int, int]], key: tuple[str, ...] = ()) -> Any:
     """On a GPU, autotuned over a few tile shapes (per shape, mask and GQA ratio); interpreted: fixed small tiles."""
-    return kernel if interpreting() else triton.autotune(configs=_configs(shapes), key=_KEY)(kernel)
+    return kernel if interpreting() else triton.autotune(configs=_configs(shapes), key=_KEY + list(key))(kernel)
 
 
-FWD = _tuned(_fwd_kernel, [(128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 3), (64, 64, 4, 4), (128, 32, 4, 4)])
-DKDV = _tuned(_bwd_dkdv_kernel, [(32, 128, 4, 3), (64, 64, 4, 3), (64, 128, 8, 3), (32, 64, 4, 3), (16, 128, 4, 3)])
+FWD = _tuned(_fwd_kernel, [(128, 64, 4, 3), (128, 64, 4, 4), (128, 128, 8, 3), (128, 64, 8, 3), (64, 64, 4, 4),
+                           (128, 32, 4, 4)])  # fmt: skip
+DKDV = _tuned(_bwd_dkdv_kernel, [(32, 128, 4, 3), (64, 64, 4, 3), (64, 128, 8, 3), (32, 64, 4, 3), (16, 128, 4, 3),
+                                  (64, 32, 4, 3), (32, 32, 4, 3)], key=("SPLIT",))  # fmt: skip
 DQ = _tuned(_bwd_dq_kernel, [(128, 32, 4, 3), (64, 64, 4, 3), (128, 64, 8, 3), (64, 32, 4, 3)])
 
 
+PROGRAMS_PER_SM = 8  # dK/dV: split a GQA group until there are about this many programs per multiprocessor
+INTERPRETER_SMS = 2  # small, so that the CPU tests' tiny shapes split too
+
+
+@functools.cache
+def _multiprocessors(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _group_split(batch: int, hkv: int, group: int, n: int, device: torch.device) -> int:
+    """How many programs share one GQA group's dK/dV (a divisor of ``group``; 1 needs no extra memory).
+
+    One program per (key tile, KV head) is few for short sequences with few KV heads (gpt-oss at
+    4k: 512 programs of 8 heads each on 132 SMs), and each walks its heads serially. Splitting
+    costs float32 partials of ``split`` x the size of dK and dV, so it stops at enough programs.
+    """
+    sms = INTERPRETER_SMS if interpreting() else _multiprocessors(device.index or 0)
+    programs = batch * hkv * triton.cdiv(n, 64)
+    split = 1
+    while split < group and group % (split * 2) == 0 and programs * split < PROGRAMS_PER_SM * sms:
+        split *= 2
+    return split
+
+
 def _launch(kernel: Any, rows: str, n: int, programs: int, *args: Any, **meta: Any) -> None:
-    """Grid: one program per ``rows`` tile (BLOCK_M or BLOCK_N) of the sequence, times ``programs``."""
+    """Grid: ``programs`` (batch x heads, fastest) times one program per ``rows`` tile (BLOCK_M or BLOCK_N)."""
     if interpreting():
-        kernel[(triton.cdiv(n, INTERPRETER_BLOCKS[rows]), programs)](*args, **meta, **INTERPRETER_BLOCKS)
+        kernel[(programs, triton.cdiv(n, INTERPRETER_BLOCKS[rows]))](*args, **meta, **INTERPRETER_BLOCKS)
     else:
-        kernel[lambda m: (triton.cdiv(n, m[rows]), programs)](*args, **meta)
+        kernel[lambda m: (programs, triton.cdiv(n, m[rows]))](*args, **meta)
 
 
 def _forward(q: Tensor, k: Tensor, v: Tensor, sinks: Tensor | None, pad: Tensor | None, window: int,
@@ -74,22 +101,27 @@ def _backward(do: Tensor, q: Tensor, k: Tensor, v: Tensor, sinks: Tensor | None,
     hkv = k.shape[1]
     do = do if do.stride(-1) == 1 else do.contiguous()
     delta = _alloc((batch, hq, n), q, torch.float32)
-    _delta_kernel[(triton.cdiv(n, 64), batch * hq)](out, do, delta, *out.stride()[:3], *do.stride()[:3], n, hq, D=d,
-                                                    BLOCK_M=64)  # fmt: skip
+    tiles = triton.cdiv(n, 64)
+    dsink_part = _alloc((batch, hq, tiles), q, torch.float32) if sinks is not None else delta
+    _delta_kernel[(batch * hq, tiles)](out, do, lse, sinks if sinks is not None else q, delta, dsink_part,
+                                       *out.stride()[:3], *do.stride()[:3], n, hq, HAS_SINKS=sinks is not None, D=d,
+                                       BLOCK_M=64)  # fmt: skip
     dq = _alloc(q.shape, q)
-    dk = _alloc(k.shape, k)  # dk and dv share one (contiguous) layout
-    dv = _alloc(v.shape, v)
+    split = _group_split(batch, hkv, hq // hkv, n, q.device)
+    # dk and dv share one contiguous layout; split: float32 partial sums [split, B, Hkv, N, D], added below
+    dk = _alloc((split, *k.shape), k, torch.float32 if split > 1 else None)
+    dv = _alloc((split, *v.shape), v, torch.float32 if split > 1 else None)
     pad_arg = pad if pad is not None else q
     common = dict(HAS_PAD=pad is not None, CAUSAL=causal, WINDOW=window, D=d)
     strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3])
-    _launch(DKDV, "BLOCK_N", n, batch * hkv, q, k, v, pad_arg, do, lse, delta, dk, dv, *strides, *dk.stride()[:3],
-            n, triton.next_power_of_2(n), hq, hkv, hq // hkv, scale * LOG2E, scale, **common)  # fmt: skip
+    _launch(DKDV, "BLOCK_N", n, batch * hkv * split, q, k, v, pad_arg, do, lse, delta, dk, dv, *strides,
+            *dk.stride()[:4], n, triton.next_power_of_2(n), hq, hkv, hq // hkv, scale * LOG2E, scale, SPLIT=split,
+            **common)  # fmt: skip
+    dk, dv = (t[0] if split == 1 else t.sum(0).to(k.dtype) for t in (dk, dv))
     _launch(DQ, "BLOCK_M", n, batch * hq, q, k, v, pad_arg, do, lse, delta, dq, *strides, *dq.stride()[:3],
             n, triton.next_power_of_2(n), hq, hq // hkv, scale * LOG2E, scale, **common)  # fmt: skip
-    dsinks = None
-    if sinks is not None:  # d LSE / d sink = exp(sink - LSE); a torch reduction, so deterministic
-        weight = torch.exp2(sinks.float().view(1, hq, 1) * LOG2E - lse)
-        dsinks = (-(weight * delta).sum(dim=(0, 2))).to(sinks.dtype)
+    # d LSE / d sink = exp(sink - LSE): per-tile partial sums from the Delta kernel, then a torch sum (deterministic).
+    dsinks = dsink_part.sum(dim=(0, 2)).to(sinks.dtype) if sinks is not None else None
     return dq, dk, dv, dsinks
 
 
