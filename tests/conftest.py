@@ -57,6 +57,33 @@ def running(app: Any, ws_max_size: int = 1 << 20) -> Iterator[str]:
         thread.join(timeout=10)
 
 
+@contextmanager
+def cli_server(log_path: Path, *serve_args: str) -> Iterator[tuple[str, Any]]:
+    """`stratagem serve ARGS --port P` in a subprocess, as a user runs it; yield (its URL, the process)."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    with open(log_path, "w+") as log:
+        command = [sys.executable, "-m", "stratagem.cli", "serve", *serve_args, "--port", str(port)]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    httpx.get(url + "/health", timeout=1)
+                    break
+                except httpx.HTTPError:
+                    assert time.monotonic() < deadline and server.poll() is None, log_path.read_text()
+                    time.sleep(0.1)
+            yield url, server
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+
+
 @pytest.fixture
 def serve() -> Callable[..., Any]:
     """``with serve("2048", limits=Limits(...)) as url:`` runs a stratagem server."""

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
 
-import httpx
 import pytest
 
 from stratagem.cli import main
-from tests.conftest import free_port, running
+from tests.conftest import cli_server, free_port, running
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -63,33 +60,12 @@ def test_bad_flags_fail_with_a_clear_message(capsys, args, needle):
     ids=["2048", "user-manifest"],
 )
 def test_serve_then_validate_end_to_end(tmp_path, env, validate_args):
-    port = free_port()
-    log = open(tmp_path / "server.log", "w+")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "stratagem.cli", "serve", env, "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url + "/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline and server.poll() is None, open(tmp_path / "server.log").read()
-                time.sleep(0.1)
+    with cli_server(tmp_path / "server.log", env) as (url, _):
         result = run_cli("validate", url, *validate_args)
         assert result.returncode == 0, result.stdout
         assert "11 passed, 0 failed, 0 skipped" in result.stdout
         assert "WS episode" in result.stdout and "done=True" in result.stdout
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-    log.seek(0)
-    assert f"on http://127.0.0.1:{port}" in log.read()
+    assert f"on {url}" in (tmp_path / "server.log").read_text()
 
 
 def test_validate_an_openenv_server_and_a_dead_one():

@@ -2,14 +2,10 @@
 
 The parent (``runner.py``) gets this process from the pool (``pool.py``), sends one job, and
 trusts nothing that comes back beyond plain JSON it validates. Before the program is built the
-process confines itself:
-
-- rlimits: address space, CPU seconds, no file growth (RLIMIT_FSIZE=0), no new descriptors,
-  no core dumps; a network namespace of its own when the kernel allows it;
-- stdout/stderr to /dev/null;
-- an audit hook (PEP 578) that refuses and records every event that reaches files, processes,
-  sockets, imports, ctypes, frames or code objects. A program that catches the refusal is
-  still caught: the record decides, not the exception.
+process confines itself (``stratagem/sandbox/confine.py``: rlimits, no network, stdout/stderr
+to /dev/null, an audit hook that refuses and records every event reaching files, processes,
+sockets, imports, ctypes, frames or code objects); the guard is armed exactly while program
+code runs.
 
 Two modes. ``play``: the worker holds its own copy of the game, plays every seed and sends,
 per episode, the actions taken (the parent replays them on its own copy, so a program that
@@ -21,13 +17,10 @@ when a call starts, and the parent kills the process when a call or an episode r
 
 from __future__ import annotations
 
-import ctypes
 import importlib
 import mmap
 import os
 import random
-import resource
-import signal
 import struct
 import sys
 import time
@@ -40,74 +33,10 @@ import orjson
 from stratagem.agents.programs import Program, ProgramError, build
 from stratagem.envs.core import EnvError, Environment
 from stratagem.envs.spec import EnvSpec, StrategySpec
-from stratagem.envs.timing import thrash_caches
+from stratagem.sandbox.confine import AuditGuard, confine, die_with_parent, encode_value
+from stratagem.sandbox.timing import thrash_caches
 
 MESSAGE_CHARS = 300
-FORBIDDEN_PREFIXES = (
-    "open", "os.", "subprocess.", "socket.", "ctypes.", "import", "sys.", "code.", "function.", "compile",
-    "exec", "marshal.", "pickle.", "shutil.", "signal.", "resource.", "builtins.input", "urllib.", "http.",
-    "ftplib.", "smtplib.", "sqlite3.", "glob.", "tempfile.", "gc.", "mmap.", "_posixsubprocess", "object.",
-    "cpython.", "fcntl.", "pty.", "syslog.", "time.sleep",
-)  # fmt: skip
-
-
-class AuditGuard:
-    """Refuses forbidden events once armed; ``permit`` lets named events through a counted number of times."""
-
-    def __init__(self) -> None:
-        self.armed = False
-        self.events: list[str] = []
-        self.permits: dict[str, int] = {}
-
-    def __call__(self, event: str, args: tuple[Any, ...]) -> None:
-        if not self.armed or not event.startswith(FORBIDDEN_PREFIXES):
-            return
-        if self.permits.get(event, 0) > 0:
-            self.permits[event] -= 1
-            return
-        self.events.append(event)
-        raise PermissionError(f"forbidden in the sandbox: {event}")
-
-
-def confine(memory_mb: int, cpu_s: float) -> None:
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
-    os.close(devnull)
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past RLIMIT_FSIZE fails with EFBIG, visibly
-    vm_bytes = _current_vm_bytes()
-    limits = [
-        (resource.RLIMIT_AS, vm_bytes + memory_mb * 2**20),
-        (resource.RLIMIT_CPU, int(time.process_time() + cpu_s) + 1),
-        (resource.RLIMIT_FSIZE, 0),
-        (resource.RLIMIT_CORE, 0),
-        (resource.RLIMIT_NOFILE, _highest_fd() + 1),
-    ]
-    for which, value in limits:
-        _, hard = resource.getrlimit(which)
-        value = value if hard == resource.RLIM_INFINITY else min(value, hard)
-        # CPU: the soft limit sends SIGXCPU (which the parent reads as "out of CPU time") a second
-        # before the hard limit's SIGKILL.
-        resource.setrlimit(which, (value, value + 1 if which == resource.RLIMIT_CPU else value))
-    _leave_the_network()
-
-
-def _current_vm_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _highest_fd() -> int:
-    return max(int(fd) for fd in os.listdir("/proc/self/fd"))
-
-
-_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded before any audit hook exists
-PR_SET_PDEATHSIG, CLONE_NEWNET = 1, 0x40000000
-
-
-def _leave_the_network() -> None:
-    """A fresh network namespace has only a downed loopback; skipped where not permitted."""
-    _LIBC.unshare(CLONE_NEWNET)
 
 
 def _short(text: str) -> str:
@@ -125,7 +54,6 @@ def _describe(exc: BaseException) -> str:
 
 
 _HEARTBEAT = struct.Struct("d")
-MAX_VALUE_BYTES = 16 * 2**20
 
 
 def preload(strategy: StrategySpec) -> None:
@@ -134,26 +62,9 @@ def preload(strategy: StrategySpec) -> None:
         importlib.import_module(name)
 
 
-def encode_value(value: Any) -> bytes:
-    """The reply carrying ``value``, if it is JSON data built from exact builtin types; else ValueError.
-
-    orjson walks the value in C without calling anything of the program's: a subclass
-    (``collections.Counter``), a lazy object (a generator, ``map``) or an int past 64 bits is
-    refused. A NaN or an infinity becomes null, which no environment accepts as a move.
-    """
-    try:
-        payload = orjson.dumps({"t": "value", "v": value}, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
-    except (TypeError, orjson.JSONEncodeError) as exc:
-        raise ValueError(f"the strategy did not return plain data ({exc}); return str, int, float, bool, None, "
-                         "or lists, tuples and dicts of them") from None  # fmt: skip
-    if len(payload) > MAX_VALUE_BYTES:
-        raise ValueError(f"the returned value is larger than {MAX_VALUE_BYTES // 2**20} MiB as JSON")
-    return payload
-
-
 def run_child(channel_fd: int, heartbeat_fd: int, env: Environment, spec: EnvSpec) -> None:
     """Entry point in a freshly forked child: wait for the job, confine, build, run, report; return."""
-    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # if the zygote dies, so does this process
+    die_with_parent()  # if the zygote dies, so does this process
     conn = Connection(channel_fd)
     page = mmap.mmap(heartbeat_fd, _HEARTBEAT.size)
     os.close(heartbeat_fd)

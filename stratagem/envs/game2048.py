@@ -21,6 +21,7 @@ import pyspiel
 from pydantic import Field, field_validator
 
 from stratagem.envs.core import Action, Environment, EpisodeNotActive, InvalidAction, Observation, State
+from stratagem.envs.openspiel import sample_chance
 
 ACTION_NAMES = ("up", "right", "down", "left")
 GAME_NAME = "2048"
@@ -174,6 +175,21 @@ class Game2048Env(Environment):
         shown = repr(value)[:40] if type(value) in (str, int, float, bool, type(None)) else type(value).__name__
         raise ValueError(f"the strategy returned {shown}; expected one of '0', '1', '2', '3'")
 
+    # Gymnasium's view (envs/gym.py): the board as tile values (2**17 is the largest tile a 4x4 board holds).
+    def gym_spaces(self) -> tuple[Any, Any]:
+        import numpy as np
+        from gymnasium import spaces
+
+        return spaces.Box(0, 2**17, (4, 4), np.int64), spaces.Discrete(4)
+
+    def to_gym_obs(self, observation: Game2048Observation) -> Any:
+        import numpy as np
+
+        return np.array(observation.board, dtype=np.int64)
+
+    def from_gym_action(self, action: Any, observation: Game2048Observation) -> Game2048Action:
+        return Game2048Action(action_id=int(action))
+
     def _legal_actions(self) -> list[int]:
         """The moves that change the board.
 
@@ -199,17 +215,9 @@ class Game2048Env(Environment):
         return legal
 
     def _spawn_tiles(self) -> None:
-        gs, rng = self._game_state, self._rng
+        gs = self._game_state
         while gs.is_chance_node():
-            outcomes = gs.chance_outcomes()
-            u, acc = rng.random(), 0.0
-            choice = outcomes[-1][0]
-            for outcome, p in outcomes:
-                acc += p
-                if u < acc:
-                    choice = outcome
-                    break
-            gs.apply_action(choice)
+            gs.apply_action(sample_chance(gs, self._rng))
 
     def _observe(self, reward: float | None, phase: str) -> Game2048Observation:
         gs = self._game_state

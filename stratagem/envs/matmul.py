@@ -11,6 +11,10 @@ it), and arrives with the answer as ``elapsed_s``. A wrong answer ends the episo
 trials of baseline time / program time (the median shrugs off one trial disturbed by the
 machine, or by a fresh worker's first touches of its memory).
 
+Two runners drive these same rules: the strategy runner (a program, checked statically, in a
+pool worker) and the code sandbox (``envs/sandbox.py`` with ``task: matmul``: an agent's cell
+defines ``matmul`` in its REPL process, which is timed the same way from outside).
+
 What a program cannot use: the reference product (it never leaves this process), the timer
 (it runs in another process), numpy (not importable), a cache (every call gets fresh
 matrices, so a cache can only hand back a stale answer), or a lazy result (the answer must be
@@ -30,7 +34,7 @@ from typing import Any
 from pydantic import Field
 
 from stratagem.envs.core import Action, Environment, EpisodeNotActive, InvalidAction, Observation, State
-from stratagem.envs.timing import thrash_caches
+from stratagem.sandbox.timing import thrash_caches
 
 TEXTBOOK_MATMUL = """def matmul(A, B):
     n, k, m = len(A), len(B), len(B[0])
@@ -149,6 +153,36 @@ class MatmulEnv(Environment):
         if any(type(x) not in (float, int) for row in value for x in row):
             raise ValueError("matmul returned a matrix holding something other than numbers")
         return MatmulAction(C=value, elapsed_s=elapsed_s)
+
+    # Gymnasium's view (envs/gym.py): the factors zero-padded to size x size, where the padded product is the
+    # product padded, so ``obs["A"] @ obs["B"]`` is a right answer; ``shape`` is (n, k, m), zeros once done.
+    def gym_spaces(self) -> tuple[Any, Any]:
+        import numpy as np
+        from gymnasium import spaces
+
+        s = self.size
+        factor = spaces.Box(-1.0, 1.0, (s, s), np.float64)
+        observation = spaces.Dict({"A": factor, "B": factor, "shape": spaces.MultiDiscrete([s + 1] * 3)})
+        return observation, spaces.Box(-float(s), float(s), (s, s), np.float64)  # |C_ij| <= k <= size
+
+    def to_gym_obs(self, observation: MatmulObservation) -> dict[str, Any]:
+        import numpy as np
+
+        padded = {}
+        for name, rows in (("A", observation.A), ("B", observation.B)):
+            padded[name] = np.zeros((self.size, self.size), dtype=np.float64)
+            if rows:
+                padded[name][: len(rows), : len(rows[0])] = rows
+        n, k = len(observation.A), len(observation.B)
+        m = len(observation.B[0]) if observation.B else 0
+        return {**padded, "shape": np.array([n, k, m], dtype=np.int64)}
+
+    def from_gym_action(self, action: Any, observation: MatmulObservation, elapsed_s: float) -> MatmulAction:
+        """The top-left n x m block of the padded answer; ``elapsed_s`` is the agent's time, taken by the adapter."""
+        import numpy as np
+
+        n, m = len(observation.A), len(observation.B[0]) if observation.B else 0
+        return MatmulAction(C=np.asarray(action, dtype=np.float64)[:n, :m].tolist(), elapsed_s=elapsed_s)
 
     def _draw(self) -> None:
         """Fresh matrices for the next trial, and the baseline's answer and time on them."""

@@ -13,11 +13,12 @@ import difflib
 import importlib
 import inspect
 import sys
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from stratagem.envs.core import Environment
 
@@ -119,16 +120,29 @@ class EnvSpec(BaseModel):
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
+            raise ManifestError(f"{self._where()}: {self._import_failure(module_name, exc)}") from exc
+        except Exception as exc:  # the module is there but broken: a SyntaxError, a NameError at import time
             raise ManifestError(
-                f"{self._where()}: entry_point module {module_name!r} cannot be imported: {exc}"
+                f"{self._where()}: importing entry_point module {module_name!r} raised {type(exc).__name__}: {exc}"
             ) from exc
         cls = getattr(module, class_name, None)
         if not (inspect.isclass(cls) and issubclass(cls, Environment)):
-            raise ManifestError(
-                f"{self._where()}: entry_point {self.entry_point!r} must name a subclass of "
-                "stratagem.envs.core.Environment"
-            )
+            raise ManifestError(f"{self._where()}: entry_point {self.entry_point!r} {_not_an_env(module, class_name)}")
         return cls
+
+    def _import_failure(self, module_name: str, exc: ImportError) -> str:
+        """Which module is missing: the entry point's own (a path or spelling mistake) or one it imports."""
+        if exc.name and exc.name != module_name and not module_name.startswith(exc.name + "."):
+            return f"entry_point module {module_name!r} was found but importing it failed: {exc}"
+        where = self.source.parent if self.source else Path.cwd()
+        nearby = sorted(p.stem for p in where.glob("*.py"))
+        close = difflib.get_close_matches(module_name, nearby, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else (f"; modules there: {', '.join(nearby)}" if nearby else "")
+        return (
+            f"entry_point module {module_name!r} cannot be imported: {exc}. It must be importable from the "
+            f"manifest's directory ({where}), e.g. a file {module_name.replace('.', '/')}.py there, or an installed "
+            f"package{hint}"
+        )
 
     def make(self, **overrides: Any) -> Environment:
         """Build one environment instance with the manifest's params, overridden by ``overrides``."""
@@ -151,6 +165,9 @@ class EnvSpec(BaseModel):
                 f"{self._where()}: unknown parameter(s) {unknown} for {cls.__name__}; "
                 f"it accepts: {sorted(accepted) or 'none'}"
             )
+        wrong = _mistyped(cls, params)
+        if wrong:
+            raise ManifestError(f"{self._where()}: " + "; ".join(wrong))
         return params
 
     def _where(self) -> str:
@@ -178,18 +195,80 @@ def load_spec(path: str | Path) -> EnvSpec:
     return spec
 
 
+# What a correct value looks like, for the fields whose mistakes are common.
+_EXAMPLES = {
+    "entry_point": "entry_point: my_module:MyEnv (my_module.py beside the manifest, MyEnv an Environment subclass)",
+    "name": "name: my-game (letters, digits, '_', '.', '-'; at most 64)",
+    "params": "params: {size: 5} (the class's constructor arguments by name)",
+    "strategy": "strategy: {function: strategy, args: [board], returns: ...}, or leave it out for the defaults",
+    "strategy.args": "args: [board] (a list of argument names)",
+    "strategy.imports": "imports: [math, random]",
+    "reward": "reward: {win: 1.0, loss: 0.0, score_scale: 100}",
+}
+
+
 def _explain(err: dict[str, Any]) -> str:
     field = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
         known = list(EnvSpec.model_fields) + list(StrategySpec.model_fields) + list(RewardSpec.model_fields)
         close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(EnvSpec.model_fields)}"
+        block = {"strategy": StrategySpec, "reward": RewardSpec}.get(str(err["loc"][0]), EnvSpec)
+        keys = [k for k in (block if len(err["loc"]) > 1 else EnvSpec).model_fields if k != "source"]
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(keys)}"
         return f"unknown key {field!r}{hint}"
     if err["type"] == "missing":
         return f"missing required key {field!r}" + (
             " (e.g. entry_point: my_package.my_module:MyEnv)" if field == "entry_point" else ""
         )
-    return f"{field}: {err['msg']} (got {err.get('input')!r})"
+    message = err["msg"].removeprefix("Value error, ")
+    if field == "entry_point" and err["type"] == "string_pattern_mismatch" and isinstance(err.get("input"), str):
+        module, dot, cls = err["input"].rpartition(".")
+        hint = f"; did you mean {module + ':' + cls!r}?" if dot and ":" not in err["input"] else ""
+        return f"entry_point must be 'module:Class', got {err['input']!r}{hint} (e.g. {_EXAMPLES['entry_point']})"
+    example = _EXAMPLES.get(field) if err["type"] not in ("value_error", "assertion_error") else None
+    return f"{field}: {message} (got {err.get('input')!r})" + (f"; write e.g. {example}" if example else "")
+
+
+def _not_an_env(module: Any, name: str) -> str:
+    """Why ``module.name`` is not an environment class, and what the module offers instead."""
+    found = getattr(module, name, None)
+    envs = sorted(k for k, v in vars(module).items() if inspect.isclass(v) and issubclass(v, Environment)
+                  and v.__module__ == module.__name__)  # fmt: skip
+    offer = f"; Environment subclasses in {module.__name__}: {', '.join(envs)}" if envs else ""
+    close = difflib.get_close_matches(name, envs, n=1)
+    head = "must name a subclass of stratagem.envs.core.Environment, but "
+    if found is None:
+        hint = f"; did you mean {module.__name__}:{close[0]}?" if close else offer
+        return head + f"module {module.__name__!r} has no {name!r}{hint}"
+    if not inspect.isclass(found):
+        return head + f"{name} is a {type(found).__name__}{offer}"
+    return (head + f"{name} is a class based on {found.__bases__[0].__name__} (write `class {name}(Environment)`, "
+            f"with `from stratagem.envs.core import Environment`){offer}")  # fmt: skip
+
+
+def _mistyped(cls: type, params: dict[str, Any]) -> list[str]:
+    """Parameters whose value cannot be what the constructor's annotation says (checked, never converted)."""
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # annotations naming what cannot be resolved here: nothing to check against
+        return []
+    wrong = []
+    for name, value in params.items():
+        if name not in hints:
+            continue
+        try:
+            TypeAdapter(hints[name]).validate_python(value)
+        except ValidationError as exc:
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            wrong.append(f"parameter {name!r} of {cls.__name__} must be {_type_name(hints[name])}, got {shown} "
+                         f"({type(value).__name__}): {exc.errors()[0]['msg']}")  # fmt: skip
+        except Exception:  # a type pydantic cannot check: the constructor will
+            continue
+    return wrong
+
+
+def _type_name(annotation: Any) -> str:
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
 
 
 def registry() -> dict[str, EnvSpec]:

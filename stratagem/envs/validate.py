@@ -71,12 +71,16 @@ class Validator:
 
     # --- helpers ------------------------------------------------------------------------
     def action_for(self, observation: dict[str, Any]) -> dict[str, Any]:
-        """The action to play: the one given on the command line, else the first legal action id."""
+        """The action to play: the one given on the command line, else the first legal action id.
+
+        ``legal_actions`` lists ids, or objects carrying one (OpenSpiel's ``{"id", "name"}``).
+        """
         if self.fixed_action is not None:
             return self.fixed_action
         legal = observation.get("legal_actions")
         if isinstance(legal, list) and legal:
-            return {"action_id": legal[0]}
+            first = legal[0]
+            return {"action_id": first["id"] if isinstance(first, dict) and "id" in first else first}
         raise Skipped("cannot derive a valid action from the observation; pass --action JSON")
 
     def ws(self) -> ClientConnection:

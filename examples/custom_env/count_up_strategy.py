@@ -1,0 +1,2 @@
+def strategy(high, history):
+    return len(history) + 1

@@ -1,0 +1,360 @@
+"""Any OpenSpiel game by name, played from one seat with built-in opponents in the others.
+
+OpenSpiel owns the rules; this module owns everything random, so that ``reset(seed=s)``
+followed by the same moves replays the same game exactly, on any machine, with or without a
+server in between (the sandbox's parent relies on that: it replays a program's moves on its own
+copy). Chance nodes are sampled from ``random.Random(seed)``; the opponents draw from a second
+stream of their own, so how often the opponents choose never shifts the cards dealt, nor the
+other way round. The MCTS opponent is OpenSpiel's C++ ``MCTSBot`` with a random-rollout evaluator, rebuilt at
+every reset with seeds from that stream.
+
+What the agent sees is what its seat may know: ``observation_string(player)`` (or the
+information-state string, for the few games with no observation), the matching tensor, and its
+legal actions with their names. Simultaneous-move games are played turn-based
+(``pyspiel.convert_to_turn_based``): each player's choice stays hidden from the others until
+all have chosen. Refused, with the reason: mean-field games and games whose randomness is
+internal to OpenSpiel (sampled stochastic: a seed of ours could not replay them), and an MCTS
+opponent in an imperfect-information game (it searches the true state, so it would see the
+agent's hidden cards).
+"""
+
+from __future__ import annotations
+
+import difflib
+import random
+import secrets
+import uuid
+from typing import Any
+
+import pyspiel
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from stratagem.envs.core import Action, Environment, EpisodeNotActive, InvalidAction, Observation, State
+
+OPPONENTS = ("random", "mcts")
+TERMINAL_PLAYER = int(pyspiel.PlayerId.TERMINAL)
+MAX_MCTS_SIMULATIONS = 100_000  # a bound on one opponent move's work: a server thread is not a batch job
+MCTS_UCT_C, MCTS_MEMORY_MB = 2.0, 128  # OpenSpiel's example defaults
+LISTED_ACTIONS = 30  # how many legal actions an error message spells out
+MAX_GYM_TEXT = 20_000  # a Gymnasium observation of a game with no tensor: its (escaped) string
+
+
+class ActionChoice(BaseModel):
+    """One legal action: its id and OpenSpiel's name for it (``state.action_to_string``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: int
+    name: str
+
+
+class OpenSpielAction(Action):
+    action_id: int | None = Field(default=None, ge=0, description="the id of a legal action")
+    action_name: str | None = Field(default=None, min_length=1, description="or its name, e.g. 'x(1,1)'")
+    game_name: str | None = Field(default=None, description="optional (OpenEnv's field); must name the served game")
+    game_params: dict[str, Any] | None = Field(default=None, description="optional; must match the server's")
+
+    @model_validator(mode="after")
+    def _one_action(self) -> OpenSpielAction:
+        if (self.action_id is None) == (self.action_name is None):
+            raise ValueError("give exactly one of action_id (an int) or action_name (a str) from legal_actions")
+        return self
+
+
+class OpenSpielObservation(Observation):
+    game: str = Field(description="the game as loaded, e.g. 'tic_tac_toe' or 'goofspiel(num_cards=4)'")
+    player: int = Field(description="the agent's seat (0 moves first)")
+    current_player: int = Field(description="whose turn it is: the agent's seat while playing, -4 once over")
+    observation_string: str = Field(description="what the agent's seat sees (the information state if no observation)")
+    observation_tensor: list[float] = Field(description="the same as a flat list of floats ([] if the game has none)")
+    observation_shape: list[int] = Field(description="the tensor's shape, e.g. [3, 3, 3]")
+    legal_actions: list[ActionChoice] = Field(description="the agent's legal actions now ([] once over)")
+    returns: list[float] | None = Field(default=None, description="every seat's return, once the game is over")
+    won: bool = Field(default=False, description="the game is over and the agent won it")
+
+
+class OpenSpielState(State):
+    seed: int | None = None
+    game: str = ""
+    game_params: dict[str, Any] = Field(default_factory=dict)
+    player: int = 0
+    opponent: str = "random"
+    done: bool = False
+    returns: list[float] | None = None
+    outcome: str | None = Field(default=None, description="win, loss or draw, once over")
+
+
+def sample_chance(state: pyspiel.State, rng: random.Random) -> int:
+    """One outcome of the chance node ``state``, drawn from ``rng``: one ``rng.random()`` per node."""
+    outcomes = state.chance_outcomes()
+    u, acc = rng.random(), 0.0
+    for outcome, p in outcomes:
+        acc += p
+        if u < acc:
+            return outcome
+    return outcomes[-1][0]  # rounding left the probabilities a hair short of 1
+
+
+def load_servable_game(name: str) -> tuple[pyspiel.Game, dict[str, Any]]:
+    """The game to play (simultaneous moves made turn-based) and its parameters; ValueError says why not."""
+    short = name.partition("(")[0].strip()
+    registered = pyspiel.registered_names()
+    if short not in registered:
+        close = difflib.get_close_matches(short, registered, n=5, cutoff=0.5)
+        hint = f"did you mean {', '.join(map(repr, close))}?" if close else "no registered name is close"
+        raise ValueError(f"unknown OpenSpiel game {name!r}: {hint} (pyspiel.registered_names() lists all "
+                         f"{len(registered)}; parameters go in brackets, e.g. 'goofspiel(num_cards=4)')")  # fmt: skip
+    try:
+        game = pyspiel.load_game(name)
+    except Exception as exc:  # SpielError mostly, but a C++ std::out_of_range arrives as IndexError
+        why = str(exc).strip() if isinstance(exc, pyspiel.SpielError) else f"{type(exc).__name__}: {exc}"
+        raise ValueError(f"OpenSpiel cannot load {name!r}: {why}{_default_params(short)}") from None
+    kind = game.get_type()
+    if kind.dynamics == pyspiel.GameType.Dynamics.MEAN_FIELD:
+        raise ValueError(f"{name!r} is a mean-field game (a population, not players taking turns); "
+                         "this environment plays games between players")  # fmt: skip
+    if kind.chance_mode == pyspiel.GameType.ChanceMode.SAMPLED_STOCHASTIC:
+        raise ValueError(f"{name!r} draws its randomness inside OpenSpiel (sampled stochastic), so reset(seed=...) "
+                         "could not replay it; choose a game with explicit chance nodes or none")  # fmt: skip
+    params = game.get_parameters()
+    if kind.dynamics == pyspiel.GameType.Dynamics.SIMULTANEOUS:
+        game = pyspiel.convert_to_turn_based(game)
+    return game, params
+
+
+def _checked_settings(game: Any, opponent: Any, mcts_simulations: Any, win_return: Any) -> str:
+    """The game's name, once every setting that needs no game loaded is known to be sound."""
+    if not isinstance(game, str) or not game.strip():
+        raise ValueError(f"game must be an OpenSpiel game name such as 'tic_tac_toe', got {game!r}")
+    if opponent not in OPPONENTS:
+        raise ValueError(f"opponent must be one of {list(OPPONENTS)}, got {opponent!r}")
+    if type(mcts_simulations) is not int or not 1 <= mcts_simulations <= MAX_MCTS_SIMULATIONS:
+        raise ValueError(f"mcts_simulations must be an integer in 1..{MAX_MCTS_SIMULATIONS}, got {mcts_simulations!r}")
+    if win_return is not None and (isinstance(win_return, bool) or not isinstance(win_return, (int, float))):
+        raise ValueError(f"win_return must be a number or null, got {win_return!r}")
+    return game.strip()
+
+
+def _check_mcts_can_play(game: pyspiel.Game, name: str) -> None:
+    kind = game.get_type()
+    if kind.information != pyspiel.GameType.Information.PERFECT_INFORMATION:
+        raise ValueError(f"opponent='mcts' needs a perfect-information game: MCTS searches the true state, so in "
+                         f"{name!r} it would see what the agent hides; use opponent='random'")  # fmt: skip
+    if kind.reward_model != pyspiel.GameType.RewardModel.TERMINAL:
+        raise ValueError(f"opponent='mcts' needs a game scored only at the end, and {name!r} pays rewards along "
+                         "the way; use opponent='random'")  # fmt: skip
+
+
+def _tensor_source(game: pyspiel.Game) -> tuple[str | None, list[int]]:
+    """Which state method gives the agent's tensor, and its shape; (None, []) for games with neither.
+
+    A game's type may claim a tensor its implementation lacks, so the shape is asked for, not trusted.
+    """
+    kind = game.get_type()
+    for method, provided in (("observation_tensor", kind.provides_observation_tensor),
+                             ("information_state_tensor", kind.provides_information_state_tensor)):  # fmt: skip
+        if provided:
+            try:
+                return method, list(getattr(game, f"{method}_shape")())
+            except pyspiel.SpielError:
+                continue
+    return None, []
+
+
+def _default_params(short: str) -> str:
+    try:
+        return f"; {short}'s parameters and their defaults: {pyspiel.load_game(short).get_parameters()}"
+    except Exception:  # the game needs parameters even to load
+        return ""
+
+
+class OpenSpielEnv(Environment):
+    """One seat of an OpenSpiel game; every other seat is played by the ``opponent`` bot."""
+
+    action_type = OpenSpielAction
+    observation_type = OpenSpielObservation
+    state_type = OpenSpielState
+
+    def __init__(self, game: str = "tic_tac_toe", opponent: str = "random", mcts_simulations: int = 1000,
+                 player: int = 0, win_return: float | None = None) -> None:  # fmt: skip
+        self.name = _checked_settings(game, opponent, mcts_simulations, win_return)
+        self.game, self.params = load_servable_game(self.name)
+        players = self.game.num_players()
+        if type(player) is not int or not 0 <= player < players:
+            raise ValueError(f"player must be a seat of {self.name!r}: an integer in 0..{players - 1}, got {player!r}")
+        if opponent == "mcts" and players > 1:
+            _check_mcts_can_play(self.game, self.name)
+        self.opponent, self.mcts_simulations, self.player = opponent, mcts_simulations, player
+        self.win_return = None if win_return is None else float(win_return)
+        self._use_observation = self.game.get_type().provides_observation_string
+        self._tensor, self._shape = _tensor_source(self.game)
+        self._chance_rng, self._opponent_rng = random.Random(0), random.Random(0)
+        self._bot: Any = None
+        self._state = self._fresh_state(seed=None, episode_id=None)
+        self._game_state: pyspiel.State | None = self.game.new_initial_state()
+        try:  # up to the agent's first move: some games lack what playing needs (crossword: no legal_actions)
+            self._advance()
+            self._observe(reward=None)
+        except pyspiel.SpielError as exc:
+            raise ValueError(f"{self.name!r} cannot be played here: OpenSpiel says {str(exc).strip()!r}") from None
+        self._game_state = None
+        self._state = self._fresh_state(seed=None, episode_id=None)
+
+    # --- the episode -----------------------------------------------------------------
+    def reset(self, seed: int | None = None, episode_id: str | None = None) -> OpenSpielObservation:
+        if seed is None:
+            seed = secrets.randbits(31)
+        self._chance_rng.seed(seed)
+        self._opponent_rng.seed(f"opponent-{seed}")  # a str seed is hashed with SHA-512: the same everywhere
+        if self.opponent == "mcts" and self.game.num_players() > 1:
+            evaluator = pyspiel.RandomRolloutEvaluator(1, self._opponent_rng.randrange(2**31))
+            self._bot = pyspiel.MCTSBot(self.game, evaluator, MCTS_UCT_C, self.mcts_simulations, MCTS_MEMORY_MB,
+                                        True, self._opponent_rng.randrange(2**31), False)  # fmt: skip
+        self._game_state = self.game.new_initial_state()
+        self._state = self._fresh_state(seed, episode_id or str(uuid.uuid4()))
+        self._advance()
+        return self._observe(reward=None)
+
+    def step(self, action: Action | dict[str, Any], timeout_s: float | None = None) -> OpenSpielObservation:
+        gs = self._game_state
+        if gs is None:
+            raise EpisodeNotActive("no episode has started: call reset first")
+        if gs.is_terminal():
+            raise EpisodeNotActive("the episode is over: call reset to start a new one")
+        gs.apply_action(self._checked(action))
+        self._state.step_count += 1
+        self._advance()
+        return self._observe(reward=gs.returns()[self.player] if gs.is_terminal() else 0.0)
+
+    @property
+    def state(self) -> OpenSpielState:
+        return self._state
+
+    def _fresh_state(self, seed: int | None, episode_id: str | None) -> OpenSpielState:
+        return OpenSpielState(episode_id=episode_id, seed=seed, game=self.name, game_params=dict(self.params),
+                              player=self.player, opponent=self.opponent)  # fmt: skip
+
+    def _advance(self) -> None:
+        """Chance and the other seats move until it is the agent's turn or the game is over."""
+        gs = self._game_state
+        while not gs.is_terminal():
+            if gs.is_chance_node():
+                gs.apply_action(sample_chance(gs, self._chance_rng))
+            elif gs.current_player() == self.player:
+                return
+            elif self._bot is not None:
+                gs.apply_action(self._bot.step(gs))
+            else:
+                gs.apply_action(self._opponent_rng.choice(gs.legal_actions()))
+
+    def _checked(self, action: Action | dict[str, Any]) -> int:
+        """The id of a legal action; InvalidAction names the legal ones when it is not."""
+        if not isinstance(action, OpenSpielAction):
+            action = OpenSpielAction.model_validate(action.model_dump() if isinstance(action, Action) else action)
+        if action.game_name is not None and action.game_name not in (self.name, self.name.partition("(")[0]):
+            raise InvalidAction(f"this server plays {self.name!r}, not {action.game_name!r}; fix or omit game_name")
+        if action.game_params:
+            wrong = {k: v for k, v in action.game_params.items() if self.params.get(k, object()) != v}
+            if wrong:
+                raise InvalidAction(f"game_params {wrong} differ from this game's {self.params}")
+        legal = self._legal_actions()
+        if action.action_name is not None:
+            ids = [choice.id for choice in legal if choice.name == action.action_name]
+            if len(ids) == 1:
+                return ids[0]
+            why = "names several legal actions: send action_id" if ids else "is not the name of a legal action now"
+            raise InvalidAction(f"{action.action_name!r} {why}; {_listing(legal)}")
+        if action.action_id not in {choice.id for choice in legal}:
+            raise InvalidAction(f"action {action.action_id} is not legal now; {_listing(legal)}")
+        return action.action_id
+
+    def _legal_actions(self) -> list[ActionChoice]:
+        gs, player = self._game_state, self.player
+        return [ActionChoice(id=a, name=gs.action_to_string(player, a)) for a in gs.legal_actions(player)]
+
+    def _observe(self, reward: float | None) -> OpenSpielObservation:
+        gs, st, player = self._game_state, self._state, self.player
+        done = gs.is_terminal()
+        text = gs.observation_string(player) if self._use_observation else gs.information_state_string(player)
+        tensor = getattr(gs, self._tensor)(player) if self._tensor else []
+        metadata: dict[str, Any] = {}
+        if done:
+            st.done, st.returns, st.outcome = True, gs.returns(), self._outcome(gs.returns())
+            metadata["outcome"] = st.outcome
+        return OpenSpielObservation(
+            game=self.name,
+            player=player,
+            current_player=TERMINAL_PLAYER if done else gs.current_player(),
+            observation_string=text,
+            observation_tensor=tensor,
+            observation_shape=list(self._shape),
+            legal_actions=[] if done else self._legal_actions(),
+            returns=st.returns if done else None,
+            won=st.outcome == "win",
+            done=done,
+            reward=reward,
+            metadata=metadata,
+        )
+
+    def _outcome(self, returns: list[float]) -> str:
+        """win, loss or draw, from the returns.
+
+        With ``win_return``: a win is a return at least that high, anything else a loss. Otherwise a
+        win is a return above every other seat's (above 0 when playing alone), a draw a tie.
+        """
+        mine = returns[self.player]
+        if self.win_return is not None:
+            return "win" if mine >= self.win_return else "loss"
+        best_other = max((r for seat, r in enumerate(returns) if seat != self.player), default=0.0)
+        return "win" if mine > best_other else "draw" if mine == best_other else "loss"
+
+    # --- strategy programs -----------------------------------------------------------
+    def program_inputs(self, observation: OpenSpielObservation) -> tuple[dict[str, Any]]:
+        return (observation.model_dump(include=_PROGRAM_KEYS),)
+
+    def program_action(self, value: Any) -> OpenSpielAction:
+        """An action id (exactly an int) or name (exactly a str); subclasses are not trusted."""
+        if type(value) is int and value >= 0:
+            return OpenSpielAction(action_id=value)
+        if type(value) is str and value:
+            return OpenSpielAction(action_name=value)
+        shown = repr(value)[:40] if type(value) in (str, int, float, bool, type(None)) else type(value).__name__
+        raise ValueError(f"the strategy returned {shown}; expected the 'id' (int) or 'name' (str) of one of "
+                         "observation['legal_actions']")  # fmt: skip
+
+    # --- Gymnasium (envs/gym.py; info["action_mask"] marks the legal ids) ---------------------
+    def gym_spaces(self) -> tuple[Any, Any]:
+        """The seat's tensor in the game's shape, as OpenSpiel's RL environment hands it to agents.
+
+        OpenSpiel does not bound its tensors (most are 0/1 planes, some hold counts or chips),
+        so the Box is every finite float32. The few games with no tensor show their string.
+        """
+        import numpy as np
+        from gymnasium import spaces
+
+        from stratagem.envs.gym_text import text_space
+
+        f32 = np.finfo(np.float32)
+        observation = spaces.Box(f32.min, f32.max, tuple(self._shape), np.float32) if self._tensor else \
+            text_space(MAX_GYM_TEXT)  # fmt: skip
+        return observation, spaces.Discrete(self.game.num_distinct_actions())
+
+    def to_gym_obs(self, observation: OpenSpielObservation) -> Any:
+        import numpy as np
+
+        from stratagem.envs.gym_text import printable
+
+        if self._tensor:
+            return np.array(observation.observation_tensor, dtype=np.float32).reshape(self._shape)
+        return printable(observation.observation_string, MAX_GYM_TEXT)
+
+    def from_gym_action(self, action: Any, observation: OpenSpielObservation) -> OpenSpielAction:
+        return OpenSpielAction(action_id=int(action))
+
+
+_PROGRAM_KEYS = {"game", "player", "observation_string", "observation_tensor", "observation_shape", "legal_actions"}
+
+
+def _listing(legal: list[ActionChoice]) -> str:
+    shown = ", ".join(f"{c.id} ({c.name})" for c in legal[:LISTED_ACTIONS])
+    more = f" and {len(legal) - LISTED_ACTIONS} more" if len(legal) > LISTED_ACTIONS else ""
+    return f"legal actions now (id (name)): {shown}{more}" if legal else "no action is legal now"

@@ -1,0 +1,278 @@
+"""The code sandbox: an environment whose action is Python code, run like a notebook cell.
+
+Each episode has one confined Python process (``stratagem/sandbox/``: the strategy sandbox's
+rlimits, no network, no writes, an audit hook, time enforced from outside), started at reset
+and killed at the next reset, at the episode's end or at close. Variables persist from step
+to step, as in a REPL, and vanish at reset. The observation is what a notebook shows: stdout,
+stderr (a traceback when the cell raised), ``exit_code`` (0 ran, 1 raised), the repr of a
+final expression (``result``) and the wall time.
+
+When a cell runs past ``timeout_s`` the process is killed (``exit_code`` 124); when it dies of
+a limit (CPU budget: 128 + SIGXCPU = 152) likewise. The episode goes on: the next step runs in
+a fresh process, and the observation says ``state_lost``, with stderr naming the cause. A
+notebook whose kernel died restarts it; ending the episode instead would punish an agent for
+discovering the limit, and reset is there when it wants to start over.
+
+Reward: none (the sandbox is a tool), unless ``task`` names a registered environment with a
+strategy function, such as ``matmul``. Then every step whose cell (re)defines that function
+plays one episode of the task with it, in this sandbox process, and the step's reward is that
+episode's score; for matmul, the speedup over the textbook loop, timed from outside as the
+strategy runner times it. The task's rules stay in its environment: this module only calls
+``program_inputs``, ``program_action`` and ``step``, exactly as the runner does.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from stratagem.envs.core import Action, EnvError, Environment, EpisodeNotActive, Observation, State
+from stratagem.envs.spec import EnvSpec, resolve
+from stratagem.sandbox.repl import TIMEOUT_EXIT, CallFailed, Lost, Ran, ReplProcess
+
+MAX_CODE_CHARS = 100_000
+CLIENT_SHARE = 0.8  # of a client's own step deadline, the most a cell may use: the rest reports back
+STATE_LOST = "every variable defined so far is gone; the next step runs in a fresh process"
+
+
+class SandboxAction(Action):
+    code: str = Field(
+        max_length=MAX_CODE_CHARS,
+        description="Python source, run like a notebook cell in this episode's namespace; the value of a final "
+        "expression statement is returned as `result`",
+    )
+
+
+class TaskOutcome(BaseModel):
+    """One episode of the task, played by the function the step's cell defined."""
+
+    model_config = ConfigDict(extra="forbid")
+    function: str
+    seed: int
+    score: float = Field(description="the episode's total reward (0 when it ended in an error): the step's reward")
+    won: bool = False
+    moves: int = 0
+    error: str | None = Field(default=None, description="exception, illegal_move, timeout or crash")
+    message: str = ""
+
+
+class SandboxObservation(Observation):
+    stdout: str = ""
+    stderr: str = Field(default="", description="the traceback when the cell raised; the cause when state was lost")
+    exit_code: int = Field(default=0, description="0 ran, 1 raised, 124 killed after timeout_s, 128+N died of signal N")
+    result: str | None = Field(default=None, description="repr of the final expression's value (None: no value)")
+    duration_s: float = Field(default=0.0, ge=0, description="wall time of the cell, measured outside the sandbox")
+    state_lost: bool = Field(default=False, description="the sandbox process was replaced: every variable is gone")
+    steps_left: int = Field(ge=0, description="steps before the episode ends")
+    task: str | None = Field(default=None, description="at reset, when a task is set: what to define")
+    task_outcome: TaskOutcome | None = None
+
+
+class SandboxState(State):
+    seed: int | None = None
+    done: bool = False
+    restarts: int = Field(default=0, description="sandbox processes replaced after a timeout or a crash")
+    task: str | None = None
+
+
+def _check(name: str, value: Any, low: float, high: float, kind: type = float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+        raise ValueError(f"{name} must be {'a number' if kind is float else 'an integer'}, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in {low:g}..{high:g}, got {value!r}")
+
+
+class SandboxTask:
+    """A registered environment with a strategy function, played through the sandbox process."""
+
+    def __init__(self, name: str, params: dict[str, Any]) -> None:
+        spec: EnvSpec = resolve(name)
+        if issubclass(spec.env_class(), SandboxEnv):
+            raise ValueError("task must name an environment with a strategy function, not the sandbox itself")
+        self.name, self.strategy = spec.name, spec.strategy
+        self.env = spec.make(**params)
+
+    def prompt(self) -> str:
+        s = self.strategy
+        inputs = f" Input: {s.inputs}." if s.inputs else ""
+        return (f"Define {s.function}({', '.join(s.args)}) that {s.goal}{inputs} Return: {s.returns}. Each step whose "
+                f"code (re)defines {s.function} is scored on one episode of {self.name!r}: that score is the step's "
+                "reward.")  # fmt: skip
+
+    def play(self, repl: ReplProcess, seed: int, timeout_s: float) -> tuple[TaskOutcome, bool]:
+        """(outcome, whether the sandbox process was lost) of one episode played by the cell's function."""
+        env, function = self.env, self.strategy.function
+        outcome, lost = TaskOutcome(function=function, seed=seed, score=0.0), False
+        obs = env.reset(seed=seed, episode_id=f"seed-{seed}")
+        try:
+            while not obs.done:
+                value, elapsed = repl.call(function, list(env.program_inputs(obs)), timeout_s, timed=env.timed_calls)
+                action = env.program_action(value, elapsed_s=elapsed) if env.timed_calls else env.program_action(value)
+                obs = env.step(action)
+                outcome.moves += 1
+                outcome.score += obs.reward or 0.0
+            outcome.won = bool(getattr(obs, "won", False))
+        except CallFailed as exc:
+            outcome.error, outcome.message = "exception", str(exc)
+        except Lost as exc:
+            outcome.error = "timeout" if exc.exit_code == TIMEOUT_EXIT else "crash"
+            outcome.message, lost = f"{function}: {exc.message}; {STATE_LOST}", True
+        except (ValueError, EnvError) as exc:  # the return value, refused as a move
+            outcome.error, outcome.message = "illegal_move", str(exc)[:500]
+        if outcome.error is not None:
+            outcome.score = 0.0  # an error never scores above playing and losing
+        return outcome, lost
+
+
+class SandboxEnv(Environment):
+    action_type = SandboxAction
+    observation_type = SandboxObservation
+    state_type = SandboxState
+
+    def __init__(self, timeout_s: float = 10.0, memory_mb: int = 512, cpu_s: float = 300.0,
+                 max_output_chars: int = 8192, max_episode_steps: int = 50, task: str | None = None,
+                 task_params: dict[str, Any] | None = None) -> None:  # fmt: skip
+        _check("timeout_s", timeout_s, 0.01, 600)
+        _check("memory_mb", memory_mb, 64, 65536, int)  # timed calls thrash 32 MiB
+        _check("cpu_s", cpu_s, 1, 86400)
+        _check("max_output_chars", max_output_chars, 100, 1_000_000, int)
+        _check("max_episode_steps", max_episode_steps, 1, 1_000_000, int)
+        if task is not None and not isinstance(task, str):
+            raise ValueError(f"task must be the name of a registered environment (e.g. matmul), got {task!r}")
+        if task_params is not None and (task is None or not isinstance(task_params, dict)):
+            raise ValueError("task_params must be a mapping of the task's parameters, and needs a task")
+        self.timeout_s, self.memory_mb, self.cpu_s = float(timeout_s), memory_mb, float(cpu_s)
+        self.max_output_chars, self.max_episode_steps = max_output_chars, max_episode_steps
+        self.task = SandboxTask(task, task_params or {}) if task else None
+        self._repl: ReplProcess | None = None
+        self._rng = random.Random()
+        self._state = SandboxState()
+
+    def reset(self, seed: int | None = None, episode_id: str | None = None) -> SandboxObservation:
+        self._stop()
+        seed = secrets.randbits(31) if seed is None else seed
+        self._rng.seed(seed)  # the task's episodes: reproducible from the seed
+        self._state = SandboxState(episode_id=episode_id or str(uuid.uuid4()), seed=seed,
+                                   task=self.task.name if self.task else None)  # fmt: skip
+        self._repl = self._start()  # starts while the agent thinks; the first step waits for it if need be
+        return self._observe(Ran(), reward=None, task=self.task.prompt() if self.task else None)
+
+    def step(self, action: Action | dict[str, Any], timeout_s: float | None = None) -> SandboxObservation:
+        """Run the cell. A client's own deadline (``timeout_s``) caps the cell at 80% of it, leaving time to answer."""
+        if not isinstance(action, SandboxAction):
+            action = SandboxAction.model_validate(action.model_dump() if isinstance(action, Action) else action)
+        st = self._state
+        if st.seed is None:
+            raise EpisodeNotActive("no episode has started: call reset first")
+        if st.done:
+            raise EpisodeNotActive(f"the episode is over (max_episode_steps={self.max_episode_steps}): call reset")
+        limit = self.timeout_s if timeout_s is None else min(self.timeout_s, CLIENT_SHARE * timeout_s)
+        if self._repl is None:
+            self._repl = self._start()
+        ran = self._repl.run(action.code, limit)
+        if ran.state_lost:
+            ran.stderr = f"{ran.stderr}; {STATE_LOST}"
+            self._lost()
+        reward, outcome = None, None
+        if self.task is not None:
+            reward = 0.0
+            if ran.rebound and self._repl is not None:
+                outcome, lost = self.task.play(self._repl, self._rng.randrange(2**31), limit)
+                reward = outcome.score
+                if lost:
+                    ran.state_lost = True
+                    self._lost()
+        st.step_count += 1
+        st.done = st.step_count >= self.max_episode_steps
+        if st.done:
+            self._stop()
+        return self._observe(ran, reward=reward, outcome=outcome)
+
+    @property
+    def state(self) -> SandboxState:
+        return self._state
+
+    def close(self) -> None:
+        self._stop()
+
+    def _start(self) -> ReplProcess:
+        return ReplProcess(self.memory_mb, self.cpu_s, self.max_output_chars,
+                           watch=self.task.strategy.function if self.task else None)  # fmt: skip
+
+    def _lost(self) -> None:
+        self._stop()
+        self._state.restarts += 1
+
+    def _stop(self) -> None:
+        repl, self._repl = self._repl, None
+        if repl is not None:
+            repl.kill()
+
+    def _observe(self, ran: Ran, reward: float | None, task: str | None = None,
+                 outcome: TaskOutcome | None = None) -> SandboxObservation:  # fmt: skip
+        st = self._state
+        return SandboxObservation(
+            stdout=ran.stdout,
+            stderr=ran.stderr,
+            exit_code=ran.exit_code,
+            result=ran.result,
+            duration_s=ran.duration_s,
+            state_lost=ran.state_lost,
+            steps_left=self.max_episode_steps - st.step_count,
+            task=task,
+            task_outcome=outcome,
+            done=st.done,
+            reward=reward,
+        )
+
+    # --- Gymnasium (envs/gym.py) ---------------------------------------------------------------
+    def gym_spaces(self) -> tuple[Any, Any]:
+        """The cell's code as ``Text``; what a notebook shows as a ``Dict``.
+
+        Texts are escaped to printable ASCII (``gym_text.py``), so any output fits its space;
+        ``result`` is "" when the cell had no value, ``task_outcome`` the outcome as JSON less its
+        score, which is the reward ("" when no task was played), ``state_lost`` 1 when the process
+        was replaced. ``duration_s`` is left out: check_env requires the same observation and info
+        from the same seed and actions, and a wall time is never the same twice.
+        """
+        import numpy as np
+        from gymnasium import spaces
+
+        from stratagem.envs.gym_text import text_space
+
+        text = text_space(self._gym_text_length)
+        return spaces.Dict({
+            "stdout": text, "stderr": text, "result": text, "task": text, "task_outcome": text,
+            "exit_code": spaces.Box(0, 255, (), np.int64),
+            "state_lost": spaces.Discrete(2),
+            "steps_left": spaces.Discrete(self.max_episode_steps + 1),
+        }), text_space(MAX_CODE_CHARS)  # fmt: skip
+
+    def to_gym_obs(self, observation: SandboxObservation) -> dict[str, Any]:
+        import numpy as np
+
+        from stratagem.envs.gym_text import printable
+
+        outcome = observation.task_outcome.model_dump_json(exclude={"score"}) if observation.task_outcome else ""
+        texts = {"stdout": observation.stdout, "stderr": observation.stderr, "result": observation.result or "",
+                 "task": observation.task or "", "task_outcome": outcome}  # fmt: skip
+        return {
+            **{name: printable(value, self._gym_text_length) for name, value in texts.items()},
+            "exit_code": np.array(observation.exit_code, dtype=np.int64),
+            "state_lost": np.int64(observation.state_lost),
+            "steps_left": np.int64(observation.steps_left),
+        }
+
+    def from_gym_action(self, action: Any, observation: SandboxObservation) -> SandboxAction:
+        return SandboxAction(code=action)
+
+    @property
+    def _gym_text_length(self) -> int:
+        """Room for a capped output, its omission note and a lost state's note, every character escaped."""
+        from stratagem.envs.gym_text import ESCAPE_WIDTH
+
+        return ESCAPE_WIDTH * (self.max_output_chars + len(STATE_LOST) + 200)
