@@ -7,82 +7,20 @@ import json
 import sys
 from typing import Any
 
-import yaml
+from stratagem.cli_args import (
+    add_limit_flags,
+    add_param_flag,
+    json_action,
+    non_negative_int,
+    port_number,
+    positive,
+    server_url,
+)
 
 
-def _param(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.isidentifier():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY a parameter name, got {text!r}")
-    try:
-        return key, yaml.safe_load(value)
-    except yaml.YAMLError as exc:
-        raise argparse.ArgumentTypeError(f"cannot parse the value of {key}: {exc}") from None
-
-
-def _positive(kind: type) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-
-    return parse
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _url(text: str) -> str:
-    if not text.startswith(("http://", "https://", "ws://", "wss://")):
-        raise argparse.ArgumentTypeError(f"expected a server URL such as http://127.0.0.1:8000, got {text!r}")
-    return text
-
-
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 1-65535, got {port}")
-    return port
-
-
-def _action(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"--action must be a JSON object: {exc}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("--action must be a JSON object, e.g. '{\"action_id\": 0}'")
-    return value
-
-
-def _add_param_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-p", "--param", type=_param, action="append", default=[], metavar="KEY=VALUE",
-                        help="override an environment parameter, e.g. -p max_tile=1024 (repeatable)")  # fmt: skip
-
-
-def _add_limit_flags(parser: argparse.ArgumentParser, rows: list[tuple[str, type, Any, str, str]]) -> None:
-    """One positive-number flag per (flag, type, default, metavar, help) row; defaults come from the limits class."""
-    for flag, kind, default, metavar, text in rows:
-        parser.add_argument(
-            flag, type=_positive(kind), default=default, metavar=metavar, help=f"{text} (default {default})"
-        )
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(train_fields: bool = True) -> argparse.ArgumentParser:
+    """The whole CLI; ``train_fields=False`` leaves out train's generated flags, whose config imports torch
+    (seconds), for the commands that never need them."""
     parser = argparse.ArgumentParser(
         prog="stratagem",
         description="LLMs learn, by RL, to write programs that "
@@ -100,10 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve an environment over HTTP + WebSocket (OpenEnv wire protocol)")
     serve.add_argument("env", help="a registered name (see `stratagem envs`) or a path to an openenv.yaml")
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=_port, default=None, help="port (default: the manifest's, usually 8000)")
-    _add_param_flag(serve)
+    serve.add_argument("--port", type=port_number, default=None, help="port (default: the manifest's, usually 8000)")
+    add_param_flag(serve)
+    serve.add_argument("--game", metavar="NAME", help="the game, for environments with a 'game' parameter "
+                       "(openspiel): short for -p game=NAME, e.g. --game 'goofspiel(num_cards=4)'")  # fmt: skip
     limits = Limits()  # the defaults live there, once
-    _add_limit_flags(serve, [
+    add_limit_flags(serve, [
         ("--max-sessions", int, limits.max_sessions, "N", "concurrent sessions, WebSocket and HTTP together"),
         ("--session-timeout", float, limits.session_timeout_s, "S", "close sessions idle this many seconds"),
         ("--step-timeout", float, limits.step_timeout_s, "S", "longest a reset/step may take; requests may ask less"),
@@ -119,49 +59,59 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="a .py file, or an LLM completion, defining the manifest's function (e.g. strategy(board))",
     )
-    play.add_argument("--episodes", type=_positive(int), default=100, help="episodes to play (default 100)")
-    play.add_argument(
-        "--seed", type=_non_negative_int, default=0, help="first seed; episode i plays seed+i (default 0)"
-    )
+    play.add_argument("--episodes", type=positive(int), default=100, help="episodes to play (default 100)")
+    play.add_argument("--seed", type=non_negative_int, default=0, help="first seed; episode i plays seed+i (default 0)")
     play.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     play.add_argument("--record", metavar="DIR", help="write one replay file per episode into DIR")
-    play.add_argument("--url", type=_url, help="play on this environment server instead of in-process")
+    play.add_argument("--url", type=server_url, help="play on this environment server instead of in-process")
     play.add_argument(
-        "--workers", type=_positive(int), default=None, help="sandboxed processes at once (default: cores)"
+        "--workers", type=positive(int), default=None, help="sandboxed processes at once (default: cores)"
     )
-    _add_param_flag(play)
+    add_param_flag(play)
     sandbox = RunnerLimits()
-    _add_limit_flags(play, [
+    add_limit_flags(play, [
         ("--move-timeout", float, sandbox.move_s, "S", "wall-clock limit per call of the program"),
         ("--episode-timeout", float, sandbox.episode_s, "S", "wall-clock limit per episode"),
         ("--memory-mb", int, sandbox.memory_mb, "MB", "memory the program may allocate"),
         ("--cpu-seconds", float, sandbox.cpu_s, "S", "CPU time for the program over all its episodes"),
     ])  # fmt: skip
 
-    _add_train_parser(sub)
+    _add_train_parser(sub, train_fields)
+
+    plot = sub.add_parser("plot", help="draw a training run's curves from its metrics.jsonl to RUN_DIR/curves.png")
+    plot.add_argument("run_dir", metavar="RUN_DIR", help="a training run's directory (what `stratagem train` made)")
+    plot.add_argument("--out", metavar="FILE", help="write the PNG here instead of RUN_DIR/curves.png")
 
     validate = sub.add_parser("validate", help="check a running server against the wire protocol")
     validate.add_argument("url", help="the server's base URL, e.g. http://127.0.0.1:8000")
     validate.add_argument(
         "--action",
-        type=_action,
+        type=json_action,
         default=None,
         help="a JSON action to play (default: the first of the observation's legal_actions)",
     )
-    validate.add_argument("--timeout", type=_positive(float), default=10.0, help="seconds per request")
+    validate.add_argument("--timeout", type=positive(float), default=10.0, help="seconds per request")
+
+    new_env = sub.add_parser("new-env", help="write a working environment to start from: class, manifest, tests")
+    new_env.add_argument("name", help="the environment's name, e.g. my-game (letters, digits, '-', '_')")
+    new_env.add_argument("--dir", default=".", help="where to create the NAME directory (default: here)")
+    new_env.add_argument("--force", action="store_true", help="overwrite the files in an existing NAME directory")
+    _add_replay_parser(sub)
     return parser
 
 
-def _add_train_parser(sub: Any) -> None:
+def _add_train_parser(sub: Any, with_fields: bool) -> None:
     """One flag per GRPOConfig field, generated, so the CLI can never fall behind the config."""
-    from stratagem.rl.config import FLAG_ALIASES, GRPOConfig
-
-    aliases = {field: f"--{short}" for short, field in FLAG_ALIASES.items()}
     train = sub.add_parser("train", help="train a policy with GRPO to write better strategy programs",
                            description="With no flags: the embedded default run (the built-in model, 2048, CPU, "
                            "a few minutes). Flags override the config field of the same name.")  # fmt: skip
     train.add_argument("--config", metavar="YAML", help="a config file (fields not in it take GRPOConfig defaults)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    if not with_fields:
+        return
+    from stratagem.rl.config import FLAG_ALIASES, GRPOConfig
+
+    aliases = {field: f"--{short}" for short, field in FLAG_ALIASES.items()}
     fields = train.add_argument_group("config fields")
     for name, field in GRPOConfig.model_fields.items():
         flags = [f"--{name.replace('_', '-')}", *([aliases[name]] if name in aliases else [])]
@@ -204,6 +154,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from stratagem.viz.plots import plot_run
+
+    print(plot_run(Path(args.run_dir), Path(args.out) if args.out else None))
+    return 0
+
+
 def cmd_envs(_: argparse.Namespace) -> int:
     from stratagem.envs.spec import registry
 
@@ -226,8 +185,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         step_timeout_s=args.step_timeout,
         max_body_bytes=args.max_body_bytes,
     )
-    serve(spec, args.host, args.port or spec.port, dict(args.param), limits, args.log_level)
+    params = _with_game(spec, dict(args.param), args.game)
+    serve(spec, args.host, args.port or spec.port, params, limits, args.log_level)
     return 0
+
+
+def _with_game(spec: Any, params: dict[str, Any], game: str | None) -> dict[str, Any]:
+    """``--game NAME`` as ``-p game=NAME``, for environments that take a game and only those."""
+    if game is None:
+        return params
+    if "game" in params:
+        raise ValueError("give the game once: --game NAME or -p game=NAME, not both")
+    import inspect
+
+    if "game" not in spec.params and "game" not in inspect.signature(spec.env_class().__init__).parameters:
+        raise ValueError(f"--game is for environments with a 'game' parameter, such as openspiel; {spec.name!r} "
+                         "has none (set its parameters with -p KEY=VALUE)")  # fmt: skip
+    return {**params, "game": game}
 
 
 def cmd_play(args: argparse.Namespace) -> int:
@@ -257,7 +231,7 @@ def cmd_play(args: argparse.Namespace) -> int:
     else:
         print(format_summary(summary))
         if args.record and result.episodes:
-            print(f"replays: {args.record}/{result.sha}-seed<N>.jsonl.gz")
+            print(f"replays: {Path(args.record) / f'{result.sha}-seed<N>.jsonl.gz'}")
     return 1 if result.error in ("syntax", "policy") else 0
 
 
@@ -269,16 +243,86 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if any(r.outcome == "FAIL" for r in results) else 0
 
 
+def _add_replay_parser(sub: Any) -> None:
+    replay = sub.add_parser("replay", help="watch recorded episodes in a window, or export them (GIF, MP4, PNG)",
+                            description="Keys: space pause/play, left/right step, up/down speed, home/end, "
+                            "n/p next/previous episode, o objects, q quit.")  # fmt: skip
+    replay.add_argument("paths", nargs="+", metavar="PATH",
+                        help="a recording (.jsonl.gz, from stratagem play --record) or a directory of them; "
+                        "two with --side-by-side")  # fmt: skip
+    replay.add_argument("--export", metavar="OUT", help="write OUT.gif, OUT.mp4 (H.264) or OUT.png (key frames) "
+                        "instead of opening a window")  # fmt: skip
+    replay.add_argument("--fps", type=positive(int), default=10, help="steps per second (default 10)")
+    replay.add_argument(
+        "--size",
+        type=positive(int),
+        default=None,
+        metavar="PX",
+        help="width of one episode's picture in pixels (default: 400 for 2048, 320 for Atari)",
+    )
+    replay.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="two recordings (or directories) of two programs on one seed, next to each other",
+    )
+    replay.add_argument("--no-objects", action="store_true", help="Atari: do not mark the decoded objects")
+    replay.add_argument("--start", type=non_negative_int, default=0, metavar="STEP", help="first step to show")
+    replay.add_argument("--end", type=non_negative_int, default=None, metavar="STEP", help="last step to show")
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import warnings
+    from pathlib import Path
+
+    paths = [Path(p) for p in args.paths]
+    if len(paths) > 2:
+        raise ValueError(f"give one recording or directory (two with --side-by-side), got {len(paths)}; "
+                         "to replay many episodes, put them in one directory")  # fmt: skip
+    if len(paths) == 2 and not args.side_by_side:
+        raise ValueError("two paths compare two programs: add --side-by-side (or give one directory of recordings)")
+    if args.side_by_side and len(paths) != 2:
+        raise ValueError("--side-by-side needs two recordings (or two directories) of the same seed")
+    options = {"fps": args.fps, "size": args.size, "side_by_side": args.side_by_side, "objects": not args.no_objects,
+               "start_step": args.start, "end_step": args.end}  # fmt: skip
+    if args.export is None:
+        from stratagem.viz.viewer import view
+
+        view(paths, **options)
+        return 0
+    from stratagem.viz.export import ReplayWarning, export
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ReplayWarning)
+        out = export(paths, Path(args.export), **options)
+    for warning in caught:
+        print(f"stratagem replay: warning: {warning.message}", file=sys.stderr)
+    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} kB)")
+    return 0
+
+
+def cmd_new_env(args: argparse.Namespace) -> int:
+    from stratagem.envs.skeleton import new_env
+
+    paths = new_env(args.name, args.dir, force=args.force)
+    folder = paths[0].parent
+    print(f"created {folder}/: {', '.join(p.name for p in paths)}")
+    print(f"next:\n  stratagem serve {folder}/openenv.yaml     (then: stratagem validate http://127.0.0.1:8000)")
+    print(f"  python -m pytest {folder}\n  stratagem train --env {folder}/openenv.yaml")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from stratagem.envs.sessions import FactoryFailed
     from stratagem.envs.spec import ManifestError
 
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((word for word in argv if not word.startswith("-")), None)
+    args = build_parser(train_fields=command in (None, "train")).parse_args(argv)
     from stratagem.agents.pool import PoolError
     from stratagem.agents.runner import ServerFailed
 
-    handler = {"envs": cmd_envs, "serve": cmd_serve, "play": cmd_play, "train": cmd_train,
-               "validate": cmd_validate}[args.command]  # fmt: skip
+    handler = {"envs": cmd_envs, "serve": cmd_serve, "play": cmd_play, "train": cmd_train, "plot": cmd_plot,
+               "validate": cmd_validate, "new-env": cmd_new_env, "replay": cmd_replay}[args.command]  # fmt: skip
     try:
         return handler(args)
     except (ManifestError, FactoryFailed, ValueError, PoolError, ServerFailed) as exc:

@@ -77,6 +77,26 @@ def test_two_step_train_writes_the_whole_run_directory(smoke_run, capsys):
     assert read_recording(replays[0]).header["program"] == best["sha"]
 
 
+def test_the_run_ends_with_its_curves_and_the_best_episode_as_a_gif(smoke_run, tmp_path):
+    from PIL import Image
+
+    from stratagem.rl.rundir import GIF_FRAMES, RunDir
+    from stratagem.viz.plots import figure_size, panels, plot_run, read_metrics
+
+    titles = [p.title for p in panels(read_metrics(smoke_run / "metrics.jsonl"))]
+    assert {"reward (mean ± std)", "win rate", "score", "KL to the reference", "completion length (tokens)",
+            "reward functions (mean)"} <= set(titles)  # fmt: skip
+    with Image.open(smoke_run / "curves.png") as image:
+        assert image.format == "PNG" and image.size == figure_size(len(titles))
+    # Drawn after the last step: the same picture as drawing the finished run's metrics now.
+    assert (smoke_run / "curves.png").read_bytes() == plot_run(smoke_run, tmp_path / "again.png").read_bytes()
+    assert not list(smoke_run.glob(".*")), "a staging file was left in the run directory"
+    pytest.importorskip("stratagem.viz.export")
+    best = RunDir(smoke_run).best_replay()
+    with Image.open(smoke_run / "best_episode.gif") as gif:
+        assert gif.format == "GIF" and gif.n_frames == min(GIF_FRAMES, len(best.steps))
+
+
 def test_the_adapter_loads_with_peft_and_the_merged_model_matches_it(smoke_run, tiny_policy):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

@@ -11,6 +11,8 @@ RUN_DIR/
   replays/               recordings of the best program's episodes (``viz/recording.py``)
   checkpoints/           step-NNNNNN/ (peft adapter + trainer state) and ``latest`` (checkpoint.py)
   adapter/               the final adapter in peft's format; merged/ too with ``save_merged``
+  curves.png             the training curves (``viz/plots.py``), redrawn at each checkpoint and at the end
+  best_episode.gif       the last moves of the best program's highest-scoring recorded episode (``viz/export.py``)
 ```
 On resume, lines of ``metrics.jsonl`` past the checkpoint are dropped and TensorBoard purges
 the same steps, so a resumed run's logs read as one uninterrupted run.
@@ -19,13 +21,22 @@ the same steps, so a resumed run's logs read as one uninterrupted run.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from stratagem.viz.recording import Recording
+
+log = logging.getLogger(__name__)
+BEST_EPISODE_GIF = "best_episode.gif"
+GIF_FRAMES = 100  # a 2048 game runs to 1000+ moves: the GIF shows the last 100, the endgame and the result
+GIF_WIDTH = 240  # pixels; still legible, and a third of the default's encoding time
 
 
 class RunDir:
@@ -72,7 +83,7 @@ class RunDir:
     def truncate_metrics(self, last_step: int) -> None:
         """Keep the steps a checkpoint covers; what came after it will be logged again."""
         kept = [row for row in self.read_metrics() if row.get("step", 0) <= last_step]
-        self._atomic_write(self.metrics, "".join(json.dumps(row) + "\n" for row in kept))
+        self._atomic_write(self.metrics, "".join(orjson.dumps(row).decode() + "\n" for row in kept))  # as log() writes
         for late in self.completions.glob("step-*.jsonl"):
             if int(late.stem.split("-")[1]) > last_step:
                 late.unlink()
@@ -91,6 +102,53 @@ class RunDir:
 
     def clear_replays(self) -> None:
         shutil.rmtree(self.replays, ignore_errors=True)
+
+    def plot_curves(self) -> Path | None:
+        """Redraw curves.png; a failure is logged, never raised: a plot must not end a training run."""
+        try:
+            from stratagem.viz.plots import plot_run
+
+            return plot_run(self.path)
+        except Exception as exc:  # any failure at all: the run matters more than its picture
+            log.warning("training curves not drawn: %s", exc)
+            return None
+
+    def best_replay(self) -> Recording | None:
+        """The highest-scoring recording in replays/ (they are all the best program's); None when there is none."""
+        from stratagem.viz.recording import RecordingError, read_recording
+
+        best, best_score = None, -math.inf
+        for path in sorted(self.replays.glob("*.jsonl*")):
+            try:
+                recording = read_recording(path)
+            except RecordingError as exc:
+                log.warning("skipping a replay: %s", exc)
+                continue
+            last = recording.steps[-1]["observation"] if recording.steps else {}
+            score = (recording.end or last).get("score")
+            if isinstance(score, (int, float)) and score > best_score and recording.steps:
+                best, best_score = recording, score
+        return best
+
+    def export_best_episode(self, max_frames: int = GIF_FRAMES) -> Path | None:
+        """best_episode.gif: the last ``max_frames`` steps of the best replay (a slice, not every k-th step, so
+        the step numbers, running score and Atari screens stay true); failures are logged, not raised."""
+        staging = self.path / f".{BEST_EPISODE_GIF}.tmp.gif"  # export picks the format from the suffix
+        try:
+            replay = self.best_replay()
+            if replay is None or replay.path is None:
+                return None
+            from stratagem.viz.export import export  # lazily: the GIF is the end of a run, not a reason to fail one
+
+            start = max(0, len(replay.steps) - max_frames)
+            export([replay.path], staging, size=GIF_WIDTH, progress=False, start_step=start)
+            os.replace(staging, self.path / BEST_EPISODE_GIF)
+            return self.path / BEST_EPISODE_GIF
+        except Exception as exc:  # as for the curves: never the end of a run
+            log.warning("%s not written: %s", BEST_EPISODE_GIF, exc)
+            return None
+        finally:
+            staging.unlink(missing_ok=True)
 
     def close(self) -> None:
         if self._tensorboard is not None:

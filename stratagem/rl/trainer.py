@@ -9,7 +9,7 @@ One step, top to bottom (``Trainer.step``):
 3. group-relative advantages, then ``num_iterations`` optimizer updates over micro-batches,
    each micro-batch's loss normalised by the whole batch's counts so that accumulation equals
    one big batch (``losses.py``); log-probs chunk by chunk, never the full logits (``logprobs.py``);
-4. log, keep the best program, checkpoint (``rundir.py``, ``checkpoint.py``).
+4. log, keep the best program, checkpoint and redraw curves.png (``rundir.py``, ``checkpoint.py``).
 
 The KL reference, when ``beta > 0``, is the same model with its adapter switched off: no
 second copy in memory. The trainer does not know which loss variant it runs.
@@ -132,6 +132,7 @@ class Trainer:
                     tqdm.write(self.live_line(metrics))
                 if self.step_done % config.save_steps == 0 or self.step_done == config.max_steps:
                     self.checkpoint()
+                    self.run.plot_curves()  # curves.png: at each checkpoint, so also at the end
             self.finish()
         finally:
             bar.close()
@@ -297,8 +298,10 @@ class Trainer:
         self.run.tensorboard(purge_step=self.step_done + 1)
 
     def finish(self) -> None:
-        """The final adapter (peft format), and the merged model when asked for."""
+        """The final adapter (peft format), the merged model when asked for, the best episode as a GIF."""
         self.model.save_pretrained(self.run.path / "adapter")
+        if self.config.record_best:
+            self.run.export_best_episode()
         if self.config.save_merged:
             merged = self.model.merge_and_unload()
             merged.save_pretrained(self.run.path / "merged")

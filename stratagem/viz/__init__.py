@@ -1,1 +1,1 @@
-"""Seeing what happened: recordings of episodes (and, later, the viewer and plots)."""
+"""Seeing what happened: episode recordings, the replay viewer and its exports, training curves."""

@@ -1,0 +1,37 @@
+"""pygame, imported quietly, and started with or without a screen.
+
+pygame prints a greeting at import unless ``PYGAME_HIDE_SUPPORT_PROMPT`` is set first, and SDL
+picks its video driver at ``pygame.init``: so every viz module imports pygame from here, and
+exports call ``start(headless=True)`` before anything is drawn.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+
+import pygame
+
+__all__ = ["has_display", "pygame", "start"]
+
+
+def has_display() -> bool:
+    """Whether a window could open: a Linux/BSD desktop needs $DISPLAY or $WAYLAND_DISPLAY, or an explicit driver."""
+    if os.environ.get("SDL_VIDEODRIVER"):
+        return True
+    if sys.platform.startswith(("linux", "freebsd", "openbsd", "netbsd")):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True  # macOS and Windows always have one
+
+
+def start(headless: bool) -> None:
+    """Initialise pygame; headless uses SDL's dummy drivers, so exports run on servers and in CI."""
+    if headless and not pygame.display.get_init():
+        os.environ["SDL_VIDEODRIVER"] = "dummy"
+        os.environ["SDL_AUDIODRIVER"] = "dummy"
+    if not pygame.display.get_init():
+        pygame.display.init()
+    if not pygame.font.get_init():
+        pygame.font.init()
