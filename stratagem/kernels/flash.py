@@ -55,6 +55,20 @@ def _load_rows(base, offs, s_n, offs_d, N):
 
 
 @triton.jit
+def _query_tile(Q, Pad, s_qb, s_qh, s_qn, N, H, GROUP, HAS_PAD: tl.constexpr, CAUSAL: tl.constexpr,
+                D: tl.constexpr, BLOCK_M: tl.constexpr):  # fmt: skip
+    """What the forward and dQ kernels start from: this program's query tile, its heads, its q rows, its padding."""
+    start_m, bh = _program(CAUSAL)
+    b = bh // H
+    h = bh % H
+    offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, D)
+    q = _load_rows(Q + b * s_qb + h * s_qh, offs_m, s_qn, offs_d, N)
+    pad = tl.load(Pad + b) if HAS_PAD else start_m * 0
+    return start_m, bh, b, h, h // GROUP, offs_m, offs_d, q, pad
+
+
+@triton.jit
 def _keep(offs_m, offs_n, N, pad, CAUSAL: tl.constexpr, WINDOW: tl.constexpr):
     """[M, N] visibility: in bounds, after the padding, causal, inside the window."""
     keep = (offs_m[:, None] < N) & (offs_n[None, :] < N) & (offs_n[None, :] >= pad) & (offs_m[:, None] >= pad)
@@ -133,14 +147,8 @@ def _fwd_kernel(Q, K, V, Sinks, Pad, O, LSE,  # noqa: E741
                 N, N_BUCKET, H, GROUP, qk_scale,
                 HAS_SINKS: tl.constexpr, HAS_PAD: tl.constexpr, CAUSAL: tl.constexpr, WINDOW: tl.constexpr,
                 D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
-    start_m, bh = _program(CAUSAL)
-    b = bh // H
-    h = bh % H
-    hk = h // GROUP
-    offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, D)
-    q = _load_rows(Q + b * s_qb + h * s_qh, offs_m, s_qn, offs_d, N)
-    pad = tl.load(Pad + b) if HAS_PAD else start_m * 0
+    start_m, bh, b, h, hk, offs_m, offs_d, q, pad = _query_tile(Q, Pad, s_qb, s_qh, s_qn, N, H, GROUP, HAS_PAD,
+                                                                 CAUSAL, D, BLOCK_M)  # fmt: skip
     if HAS_SINKS:
         m_i = tl.zeros([BLOCK_M], dtype=tl.float32) + tl.load(Sinks + h).to(tl.float32) * 1.4426950408889634
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32) + 1.0
@@ -305,17 +313,11 @@ def _bwd_dq_kernel(Q, K, V, Pad, DO, LSE, Delta, DQ,
                    N, N_BUCKET, H, GROUP, qk_scale, sm_scale,
                    HAS_PAD: tl.constexpr, CAUSAL: tl.constexpr, WINDOW: tl.constexpr,
                    D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
-    start_m, bh = _program(CAUSAL)
-    b = bh // H
-    h = bh % H
-    hk = h // GROUP
-    offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, D)
-    q = _load_rows(Q + b * s_qb + h * s_qh, offs_m, s_qn, offs_d, N)
+    start_m, bh, b, h, hk, offs_m, offs_d, q, pad = _query_tile(Q, Pad, s_qb, s_qh, s_qn, N, H, GROUP, HAS_PAD,
+                                                                 CAUSAL, D, BLOCK_M)  # fmt: skip
     do = _load_rows(DO + b * s_db + h * s_dh, offs_m, s_dn, offs_d, N)
     lse = tl.load(LSE + bh * N + offs_m, mask=offs_m < N, other=float("inf"))
     delta = tl.load(Delta + bh * N + offs_m, mask=offs_m < N, other=0.0)
-    pad = tl.load(Pad + b) if HAS_PAD else start_m * 0
     dq = tl.zeros([BLOCK_M, D], dtype=tl.float32)
     lo, hi = _key_range(start_m, N, pad, BLOCK_M, BLOCK_N, CAUSAL, WINDOW)
     full_lo, full_hi = _interior_keys(start_m, N, pad, lo, hi, BLOCK_M, BLOCK_N, CAUSAL, WINDOW)
