@@ -241,8 +241,7 @@ class AtariEnv(AtariGymHooks, Environment):
             index = self._index.get(action["action"])
             if index is not None:
                 return index
-        if not isinstance(action, AtariAction):
-            action = AtariAction.model_validate(action.model_dump() if isinstance(action, Action) else action)
+        action = self.parse_action(action)
         if action.game_name is not None and _key(action.game_name) not in (_key(self.game_name), _key(self.rom)):
             raise InvalidAction(f"this environment plays {self.game_name}, not {action.game_name!r}; "
                                 f"send game_name={self.game_name!r} or omit it")  # fmt: skip

@@ -87,6 +87,12 @@ class Environment(ProgramBridge):
     def step(self, action: Action, timeout_s: float | None = None, **kwargs: Any) -> Observation:
         raise NotImplementedError
 
+    def parse_action(self, action: Action | dict[str, Any]) -> Any:
+        """``action`` as an ``action_type``: Python callers may pass a dict; a bad one raises pydantic's error."""
+        if isinstance(action, self.action_type):
+            return action
+        return self.action_type.model_validate(action.model_dump() if isinstance(action, Action) else action)
+
     @property
     def state(self) -> State:
         raise NotImplementedError

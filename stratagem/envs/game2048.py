@@ -126,8 +126,7 @@ class Game2048Env(Environment):
         if type(action) is dict and len(action) == 1 and type(action.get("action_id")) is int:
             if 0 <= action["action_id"] <= 3:
                 return action["action_id"]
-        if not isinstance(action, Game2048Action):
-            action = Game2048Action.model_validate(action.model_dump() if isinstance(action, Action) else action)
+        action = self.parse_action(action)
         if action.game_params:
             wrong = {k: v for k, v in action.game_params.items() if self._params.get(k, object()) != v}
             if wrong:

@@ -108,8 +108,7 @@ class MatmulEnv(Environment):
         return self._observe(reward=None, correct=None)
 
     def step(self, action: Action | dict[str, Any], timeout_s: float | None = None) -> MatmulObservation:
-        if not isinstance(action, MatmulAction):
-            action = MatmulAction.model_validate(action.model_dump() if isinstance(action, Action) else action)
+        action = self.parse_action(action)
         st = self._state
         if st.seed is None:
             raise EpisodeNotActive("no episode has started: call reset first")

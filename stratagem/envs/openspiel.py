@@ -248,8 +248,7 @@ class OpenSpielEnv(Environment):
 
     def _checked(self, action: Action | dict[str, Any]) -> int:
         """The id of a legal action; InvalidAction names the legal ones when it is not."""
-        if not isinstance(action, OpenSpielAction):
-            action = OpenSpielAction.model_validate(action.model_dump() if isinstance(action, Action) else action)
+        action = self.parse_action(action)
         if action.game_name is not None and action.game_name not in (self.name, self.name.partition("(")[0]):
             raise InvalidAction(f"this server plays {self.name!r}, not {action.game_name!r}; fix or omit game_name")
         if action.game_params:

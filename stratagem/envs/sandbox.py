@@ -163,8 +163,7 @@ class SandboxEnv(Environment):
 
     def step(self, action: Action | dict[str, Any], timeout_s: float | None = None) -> SandboxObservation:
         """Run the cell. A client's own deadline (``timeout_s``) caps the cell at 80% of it, leaving time to answer."""
-        if not isinstance(action, SandboxAction):
-            action = SandboxAction.model_validate(action.model_dump() if isinstance(action, Action) else action)
+        action = self.parse_action(action)
         st = self._state
         if st.seed is None:
             raise EpisodeNotActive("no episode has started: call reset first")
