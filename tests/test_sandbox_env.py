@@ -147,6 +147,14 @@ def test_a_process_that_forges_replies_or_exits_is_replaced(env):
     assert env.step({"code": "'fine'"}).result == "'fine'" and env.state.restarts == 2
 
 
+def test_a_step_racing_close_reports_the_kill_and_starts_nothing(env):
+    pid = int(env.step({"code": "import os\nos.getpid()"}).result)
+    env.close()  # a server closing the session while this step was on its way in
+    assert gone(pid)
+    obs = env.step({"code": "1"})
+    assert obs.state_lost and obs.exit_code == 128 + 9 and "killed by SIGKILL" in obs.stderr
+
+
 def test_the_matmul_task_is_scored_through_the_sandbox():
     sandbox = make("sandbox", **LIMITS, task="matmul", task_params={"size": 12, "trials": 2})
     try:
@@ -231,6 +239,11 @@ def test_http_sessions_are_isolated_and_run_concurrently(url):
         hang.start()
         assert step(b, "x").json()["observation"]["result"] == "'b'"
         assert hang.is_alive()
+        while True:  # until A's step holds its session (then A's /state waits for it), so the close races nothing
+            try:
+                http.get("/state", headers={H: a}, timeout=0.5)
+            except httpx.ReadTimeout:
+                break
         assert http.delete("/session", headers={H: a}).json()["closed"] is True  # closing kills A's process
         hang.join(timeout=30)
         observation = blocked["a"].json()["observation"]

@@ -196,7 +196,10 @@ class SandboxEnv(Environment):
         return self._state
 
     def close(self) -> None:
-        self._stop()
+        """Kill the process but keep its handle: a step racing the close then reports the kill
+        (``state_lost``, exit 137) instead of quietly starting a fresh process."""
+        if self._repl is not None:
+            self._repl.kill()
 
     def _start(self) -> ReplProcess:
         return ReplProcess(self.memory_mb, self.cpu_s, self.max_output_chars,

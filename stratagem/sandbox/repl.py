@@ -167,8 +167,9 @@ class ReplProcess:
     # --- one request, one reply ----------------------------------------------------------
     def _request(self, payload: bytes, timeout_s: float, expect: tuple[str, ...], max_bytes: int) -> dict[str, Any]:
         with self._lock:
-            if not self.alive:
-                raise Lost(1, "the sandbox process is gone")
+            if not self.alive:  # killed from another thread (a closing session), or dead between requests
+                code = self.process.poll()
+                raise Lost(1, "the sandbox process is gone") if code is None else self._ended(code)
             self._wait_ready()
             conn = self._conn
             if conn.poll(0):
@@ -226,6 +227,10 @@ class ReplProcess:
         except subprocess.TimeoutExpired:  # alive, with its end of the channel closed by a cell
             return self._lose(1, "the sandbox process closed its channel and was killed")
         self._conn.close()
+        return self._ended(code)
+
+    def _ended(self, code: int) -> Lost:
+        """Describe a process that has exited, by its exit status."""
         if code == -signal.SIGXCPU:
             return Lost(128 + signal.SIGXCPU, f"the sandbox process used up its CPU budget of {self.cpu_s:g} s")
         if code < 0:
