@@ -42,11 +42,15 @@ def _tuned(kernel: Any, shapes: list[tuple[int, int, int, int]], key: tuple[str,
     return kernel if interpreting() else triton.autotune(configs=_configs(shapes), key=_KEY + list(key))(kernel)
 
 
-FWD = _tuned(_fwd_kernel, [(128, 64, 4, 3), (128, 64, 4, 4), (128, 128, 8, 3), (128, 64, 8, 3), (64, 64, 4, 4),
-                           (128, 32, 4, 4)])  # fmt: skip
-DKDV = _tuned(_bwd_dkdv_kernel, [(32, 128, 4, 3), (64, 64, 4, 3), (64, 128, 8, 3), (32, 64, 4, 3), (16, 128, 4, 3),
-                                  (64, 32, 4, 3), (32, 32, 4, 3)], key=("SPLIT",))  # fmt: skip
-DQ = _tuned(_bwd_dq_kernel, [(128, 32, 4, 3), (64, 64, 4, 3), (128, 64, 8, 3), (64, 32, 4, 3)])
+# Tile shapes the autotuner tries, as (BLOCK_M, BLOCK_N, num_warps, num_stages).
+FWD_TILES = [(128, 64, 4, 3), (128, 64, 4, 4), (128, 128, 8, 3), (128, 64, 8, 3), (64, 64, 4, 4), (128, 32, 4, 4)]
+DKDV_TILES = [(32, 128, 4, 3), (64, 64, 4, 3), (64, 128, 8, 3), (32, 64, 4, 3), (16, 128, 4, 3), (64, 32, 4, 3),
+              (32, 32, 4, 3)]  # fmt: skip
+DQ_TILES = [(128, 32, 4, 3), (64, 64, 4, 3), (128, 64, 8, 3), (64, 32, 4, 3)]
+DELTA_BLOCK_M = 64
+FWD = _tuned(_fwd_kernel, FWD_TILES)
+DKDV = _tuned(_bwd_dkdv_kernel, DKDV_TILES, key=("SPLIT",))
+DQ = _tuned(_bwd_dq_kernel, DQ_TILES)
 
 
 PROGRAMS_PER_SM = 8  # dK/dV: split a GQA group until there are about this many programs per multiprocessor
@@ -105,7 +109,7 @@ def _backward(do: Tensor, q: Tensor, k: Tensor, v: Tensor, sinks: Tensor | None,
     dsink_part = _alloc((batch, hq, tiles), q, torch.float32) if sinks is not None else delta
     _delta_kernel[(batch * hq, tiles)](out, do, lse, sinks if sinks is not None else q, delta, dsink_part,
                                        *out.stride()[:3], *do.stride()[:3], n, hq, HAS_SINKS=sinks is not None, D=d,
-                                       BLOCK_M=64)  # fmt: skip
+                                       BLOCK_M=DELTA_BLOCK_M)  # fmt: skip
     dq = _alloc(q.shape, q)
     split = _group_split(batch, hkv, hq // hkv, n, q.device)
     # dk and dv share one contiguous layout; split: float32 partial sums [split, B, Hkv, N, D], added below
