@@ -55,15 +55,22 @@ def _load_rows(base, offs, s_n, offs_d, N):
 
 
 @triton.jit
-def _query_tile(Q, Pad, s_qb, s_qh, s_qn, N, H, GROUP, HAS_PAD: tl.constexpr, CAUSAL: tl.constexpr,
-                D: tl.constexpr, BLOCK_M: tl.constexpr):  # fmt: skip
-    """What the forward and dQ kernels start from: this program's query tile, its heads, its q rows, its padding."""
-    start_m, bh = _program(CAUSAL)
+def _row_tile(X, s_xb, s_xh, s_xn, N, H, LONGEST_FIRST: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr):
+    """This program's tile of query rows: its tile index, its (batch, head), and those rows of X."""
+    start_m, bh = _program(LONGEST_FIRST)
     b = bh // H
     h = bh % H
     offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, D)
-    q = _load_rows(Q + b * s_qb + h * s_qh, offs_m, s_qn, offs_d, N)
+    x = _load_rows(X + b * s_xb + h * s_xh, offs_m, s_xn, offs_d, N)
+    return start_m, bh, b, h, offs_m, offs_d, x
+
+
+@triton.jit
+def _query_tile(Q, Pad, s_qb, s_qh, s_qn, N, H, GROUP, HAS_PAD: tl.constexpr, CAUSAL: tl.constexpr,
+                D: tl.constexpr, BLOCK_M: tl.constexpr):  # fmt: skip
+    """What the forward and dQ kernels start from: the row tile of Q, plus its KV head and its padding."""
+    start_m, bh, b, h, offs_m, offs_d, q = _row_tile(Q, s_qb, s_qh, s_qn, N, H, CAUSAL, D, BLOCK_M)
     pad = tl.load(Pad + b) if HAS_PAD else start_m * 0
     return start_m, bh, b, h, h // GROUP, offs_m, offs_d, q, pad
 
@@ -183,12 +190,7 @@ def _delta_kernel(O, DO, LSE, Sinks, Delta, DSinkPart, s_ob, s_oh, s_on, s_db, s
                   HAS_SINKS: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr):  # fmt: skip
     """Delta = rowsum(O * dO) in float32, without a float32 copy of either; and, with sinks, this
     tile's share of dsink = -sum exp(sink - LSE) * Delta (summed over tiles in a fixed order by torch)."""
-    start_m, bh = _program(False)
-    b = bh // H
-    h = bh % H
-    offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, D)
-    o = _load_rows(O + b * s_ob + h * s_oh, offs_m, s_on, offs_d, N)
+    start_m, bh, b, h, offs_m, offs_d, o = _row_tile(O, s_ob, s_oh, s_on, N, H, False, D, BLOCK_M)
     do = _load_rows(DO + b * s_db + h * s_dh, offs_m, s_dn, offs_d, N)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
     tl.store(Delta + bh * N + offs_m, delta, mask=offs_m < N)
