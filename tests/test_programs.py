@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import ast
+
 import pytest
 
-from stratagem.agents.programs import ProgramError, build, check, extract, load
+from stratagem.agents import programs
+from stratagem.agents.programs import (
+    MAX_COMPLETION_CHARS,
+    MAX_PARSE_ATTEMPTS,
+    ProgramError,
+    build,
+    check,
+    extract,
+    load,
+)
 from stratagem.envs.spec import StrategySpec, resolve
 
 STRATEGY = resolve("2048").strategy  # def strategy(board) -> "0".."3"
@@ -122,3 +133,151 @@ def test_the_allowlist_comes_from_the_manifest():
         check("import random\ndef strategy(board):\n    return '0'", narrow)
     with pytest.raises(ValueError, match="cannot be offered to programs"):
         StrategySpec(imports=["os"])
+
+
+SMALL = "def strategy(board):\n    return '0'\n"
+
+
+def test_extracts_bare_code_with_its_leading_constants_and_without_the_prose_before():
+    constants = 'WEIGHTS = [\n    4, 3,\n    2, 1,\n]\nNAME: str = """\nmulti-line text\n"""\n\n'
+    completion = "Here's my answer (it uses weights):\n\n" + constants + GOOD.split("\n\n", 1)[1] + "\nHope it helps!"
+    assert extract(completion, "strategy") == "\n" + constants + GOOD.split("\n\n", 1)[1]
+    # Prose that is not an assignment stops the constants, wherever it sits.
+    completion = "X = 1\nprint(X)\nY = 2\n" + SMALL
+    assert extract(completion, "strategy") == "Y = 2\n" + SMALL
+
+
+def test_a_truncation_deep_in_a_block_keeps_the_longest_prefix_that_parses():
+    kept = "def strategy(board):\n    best = '0'\n"
+    completion = kept + "    for row in board:\n        if row:\n            for x in row:\n                if x > ("
+    assert extract(completion, "strategy") == kept
+    assert extract("```python\n" + SMALL + "x = 1```\nDone.", "strategy") == SMALL + "x = 1\n"  # a glued fence
+
+
+def test_a_syntax_error_in_the_middle_is_reported_with_its_line():
+    with pytest.raises(ProgramError) as info:
+        extract("```python\ndef strategy(board):\n    x = = 1\n    return x\n```", "strategy")
+    assert (info.value.kind, info.value.rule, info.value.line) == ("syntax", "syntax", 2)
+
+
+@pytest.fixture
+def parses(monkeypatch):
+    """The ast.parse calls made from programs.py, counted."""
+    parse, calls = ast.parse, []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return parse(*args, **kwargs)
+
+    monkeypatch.setattr(programs.ast, "parse", counting)
+    return calls
+
+
+def test_an_over_long_completion_is_refused_before_any_parsing(parses):
+    completion = f"```python\n{GOOD}```\n" + "x" * MAX_COMPLETION_CHARS
+    with pytest.raises(ProgramError) as info:
+        load(completion, STRATEGY)
+    assert (info.value.kind, info.value.rule) == ("syntax", "too-long") and not parses
+    assert f"{len(completion):,}" in info.value.message and f"{MAX_COMPLETION_CHARS:,}" in info.value.message
+    assert extract("x" * (MAX_COMPLETION_CHARS - len(SMALL) - 1) + "\n" + SMALL, "strategy") == SMALL  # at the cap
+
+
+@pytest.mark.parametrize(
+    "nested",
+    [
+        "(" * 100_000,  # the tokenizer's limit: a SyntaxError
+        "-" * 150_000 + "1",  # the parser's stack: MemoryError
+        "not " * 45_000 + "1",
+        "1+" * 90_000 + "1",  # building the ast objects: RecursionError
+        "f" + "()" * 90_000,
+    ],
+    ids=["parentheses", "unary", "not", "binary", "calls"],
+)
+@pytest.mark.timeout(20)
+def test_deep_nesting_is_a_syntax_error_not_a_crash(nested):
+    source = f"def strategy(board):\n    return {nested}\n"
+    for completion in (source, f"```python\n{source}```"):
+        with pytest.raises(ProgramError) as info:
+            load(completion, STRATEGY)
+        assert info.value.kind == "syntax", str(info.value)
+    for completion in (f"N = {nested}\n{SMALL}", f"{SMALL}N = {nested}"):  # dropped as prose, or reported
+        try:
+            assert load(completion, STRATEGY).source == SMALL
+        except ProgramError as exc:
+            assert exc.kind == "syntax", str(exc)
+    with pytest.raises(ProgramError) as info:
+        extract(nested, "strategy")
+    assert info.value.kind == "syntax"
+
+
+def test_a_null_byte_is_cut_like_trailing_prose():
+    assert extract(SMALL + "\0 and the rest", "strategy") == SMALL
+    with pytest.raises(ProgramError) as info:
+        extract("def strategy(board):\n    return '\0'\n", "strategy")
+    assert (info.value.kind, info.value.rule) == ("syntax", "syntax")
+
+
+_CAP = MAX_COMPLETION_CHARS - 200  # room for the fixed parts around each repeated one
+_NESTED_BLOCKS = "".join(" " * depth + "if x:\n" for depth in range(90))
+
+
+@pytest.mark.parametrize(
+    ("completion", "expected"),
+    [
+        ("```" * (_CAP // 3), None),  # fences on one line: quadratic for a backtracking regex
+        (SMALL + "```" * (_CAP // 3), SMALL),
+        ("```python\n" + SMALL + "```" * (_CAP // 3), SMALL),
+        ("```python\n" + "\n" * _CAP, None),  # blank lines: quadratic for ^\s* under MULTILINE
+        ("import math" + "\n" * _CAP, None),
+        ("\n" * _CAP + SMALL, SMALL),
+        (" \n" * (_CAP // 2) + SMALL, SMALL),
+        (" " * _CAP + "\n" + SMALL, SMALL),
+        ("```python\n" + SMALL + "x = (\n" + "1,\n" * 20_000, SMALL),  # one parse per line, dropped from the end
+        (SMALL + "x = (\n" + "1,\n" * 20_000, SMALL),
+        ("x = (\n" + "1,\n" * 20_000 + SMALL, SMALL),  # and the same before the code, as leading constants
+        ("x = (\n" * (_CAP // 6) + SMALL, SMALL),
+        ("x = 1\n" * (_CAP // 6) + SMALL, "x = 1\n" * (_CAP // 6) + SMALL),
+        ("def strategy(\n" * (_CAP // 14), "syntax"),
+        ("def strategy(board):\n" * (_CAP // 21), "syntax"),
+        ("```python\n" + "def strategy(board):\n" * (_CAP // 21), "syntax"),
+        (SMALL + _NESTED_BLOCKS, SMALL),  # a truncated stack of blocks: one line at a time, then the fallback
+        ("```python\n" + SMALL + "if x:\n" * (_CAP // 6), SMALL),
+        ("@decorator\n" * (_CAP // 11) + SMALL, "@decorator\n" * (_CAP // 11) + SMALL),
+    ],
+    ids=[
+        "fences-only",
+        "code-then-fences",
+        "open-fence-then-fences",
+        "fenced-newlines",
+        "code-then-newlines",
+        "newlines-then-code",
+        "blank-lines-then-code",
+        "spaces-then-code",
+        "open-paren-after-fenced-code",
+        "open-paren-after-code",
+        "open-paren-before-code",
+        "open-parens-before-code",
+        "assignments-before-code",
+        "open-defs",
+        "bodiless-defs",
+        "bodiless-defs-fenced",
+        "nested-blocks",
+        "bodiless-ifs",
+        "decorators",
+    ],
+)
+@pytest.mark.timeout(20)
+def test_crafted_completions_cost_a_bounded_number_of_parses(parses, completion, expected):
+    assert len(completion) <= MAX_COMPLETION_CHARS
+    if expected is None or expected == "syntax":
+        with pytest.raises(ProgramError) as info:
+            extract(completion, "strategy")
+        assert info.value.kind == "syntax" and info.value.rule == ("no-code" if expected is None else "syntax")
+    else:
+        assert extract(completion, "strategy").strip() == expected.strip()
+    assert len(parses) <= 2 * MAX_PARSE_ATTEMPTS + 1
+
+
+def test_an_ordinary_fenced_completion_is_parsed_once(parses):
+    assert extract(f"Sure:\n```python\n{GOOD}```\nThat's all.", "strategy") == GOOD
+    assert len(parses) == 1

@@ -124,7 +124,7 @@ def filter_logits(logits: Tensor, params: SamplingParams) -> Tensor:
     return logits
 
 
-_FENCE = re.compile(r"(?m)^\s*```")
+_FENCE = re.compile(r"(?m)^[ \t]*```")  # [ \t], not \s: a run of blank lines stays linear
 
 
 def program_complete(text: str) -> bool:
