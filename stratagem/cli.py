@@ -50,6 +50,7 @@ def build_parser(train_fields: bool = True) -> argparse.ArgumentParser:
         ("--max-body-bytes", int, limits.max_body_bytes, "N", "largest request body or WebSocket message"),
     ])  # fmt: skip
     serve.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    _add_weaker_flag(serve, "environments that run code (sandbox)")
 
     play = sub.add_parser("play", help="play a strategy program over many episodes in the sandbox; print a summary")
     play.add_argument("env", help="a registered name (see `stratagem envs`) or a path to an openenv.yaml")
@@ -76,6 +77,11 @@ def build_parser(train_fields: bool = True) -> argparse.ArgumentParser:
         ("--cpu-seconds", float, sandbox.cpu_s, "S", "CPU time for the program over all its episodes"),
     ])  # fmt: skip
 
+    _add_weaker_flag(play, "the program")
+
+    sub.add_parser("doctor", help="show which layers of the sandbox (seccomp, Landlock, namespaces...) this machine "
+                   "enforces")  # fmt: skip
+
     _add_train_parser(sub, train_fields)
 
     plot = sub.add_parser("plot", help="draw a training run's curves from its metrics.jsonl to RUN_DIR/curves.png")
@@ -98,6 +104,12 @@ def build_parser(train_fields: bool = True) -> argparse.ArgumentParser:
     new_env.add_argument("--force", action="store_true", help="overwrite the files in an existing NAME directory")
     _add_replay_parser(sub)
     return parser
+
+
+def _add_weaker_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--allow-weaker-sandbox", action="store_true",
+                        help=f"run {what} even where the kernel lacks a sandbox layer (see `stratagem doctor`); "
+                        "without it, a missing layer is an error")  # fmt: skip
 
 
 def _add_train_parser(sub: Any, with_fields: bool) -> None:
@@ -186,8 +198,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
     )
     params = _with_game(spec, dict(args.param), args.game)
+    if _runs_code(spec):  # check the sandbox now, not at the first client's reset
+        from stratagem.sandbox.doctor import diagnose
+        from stratagem.sandbox.pool import SandboxUnavailable, unavailable_message
+
+        missing = diagnose()["missing"]
+        if missing and not args.allow_weaker_sandbox:
+            raise SandboxUnavailable(unavailable_message(missing))
+        params = {**params, "allow_weaker_sandbox": args.allow_weaker_sandbox}
     serve(spec, args.host, args.port or spec.port, params, limits, args.log_level)
     return 0
+
+
+def _runs_code(spec: Any) -> bool:
+    """Environments whose actions are code run in the sandbox (those that take ``allow_weaker_sandbox``)."""
+    import inspect
+
+    return "allow_weaker_sandbox" in inspect.signature(spec.env_class().__init__).parameters
+
+
+def cmd_doctor(_: argparse.Namespace) -> int:
+    from stratagem.sandbox.doctor import diagnose, format_report
+
+    report = diagnose()
+    print(format_report(report))
+    return 1 if report["missing"] else 0
 
 
 def _with_game(spec: Any, params: dict[str, Any], game: str | None) -> dict[str, Any]:
@@ -208,24 +243,38 @@ def cmd_play(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
+    from stratagem.agents.programs import MAX_COMPLETION_CHARS
     from stratagem.agents.runner import Limits, Runner
     from stratagem.agents.summary import format_summary, summarize
     from stratagem.envs.spec import resolve
 
     path = Path(args.strategy)
+    limit = 4 * MAX_COMPLETION_CHARS  # bytes: a character is at most 4 in UTF-8
+    too_long = f"--strategy {path} is over {MAX_COMPLETION_CHARS:,} characters; a program is a short Python file"
     try:
-        completion = path.read_text()
+        with path.open("rb") as file:
+            data = file.read(limit + 1)
     except OSError as exc:
         raise ValueError(f"cannot read --strategy {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise ValueError(too_long)
+    try:
+        completion = data.decode()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"--strategy {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if len(completion) > MAX_COMPLETION_CHARS:
+        raise ValueError(too_long)
     spec = resolve(args.env)
     limits = Limits(move_s=args.move_timeout, episode_s=args.episode_timeout, memory_mb=args.memory_mb,
                     cpu_s=args.cpu_seconds)  # fmt: skip
     seeds = list(range(args.seed, args.seed + args.episodes))
-    with Runner(spec, dict(args.param), workers=args.workers, limits=limits, url=args.url) as runner:
+    with Runner(spec, dict(args.param), workers=args.workers, limits=limits, url=args.url,
+                allow_weaker_sandbox=args.allow_weaker_sandbox) as runner:  # fmt: skip
         started = time.perf_counter()
         [result] = runner.evaluate([completion], seeds, record=args.record)
         seconds = time.perf_counter() - started
-    summary = summarize(result, spec, seconds)
+        sandbox = runner.sandbox
+    summary = {**summarize(result, spec, seconds), "sandbox": sandbox}
     if args.json:
         print(json.dumps(summary))
     else:
@@ -318,11 +367,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((word for word in argv if not word.startswith("-")), None)
     args = build_parser(train_fields=command in (None, "train")).parse_args(argv)
-    from stratagem.agents.pool import PoolError
     from stratagem.agents.runner import ServerFailed
+    from stratagem.sandbox.pool import PoolError
 
     handler = {"envs": cmd_envs, "serve": cmd_serve, "play": cmd_play, "train": cmd_train, "plot": cmd_plot,
-               "validate": cmd_validate, "new-env": cmd_new_env, "replay": cmd_replay}[args.command]  # fmt: skip
+               "validate": cmd_validate, "new-env": cmd_new_env, "replay": cmd_replay,
+               "doctor": cmd_doctor}[args.command]  # fmt: skip
     try:
         return handler(args)
     except (ManifestError, FactoryFailed, ValueError, PoolError, ServerFailed) as exc:

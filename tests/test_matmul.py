@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from multiprocessing.connection import Connection
 
 import orjson
 import pytest
@@ -16,6 +15,7 @@ from stratagem.envs import matmul
 from stratagem.envs.core import EpisodeNotActive, InvalidAction
 from stratagem.envs.matmul import MatmulEnv, reference_matmul
 from stratagem.envs.spec import resolve
+from stratagem.sandbox.channel import FrameReader
 
 SMALL = {"size": 12, "trials": 2}
 LIMITS = Limits(move_s=1.0, episode_s=20, memory_mb=256, cpu_s=30)
@@ -114,9 +114,9 @@ def test_the_timer_is_out_of_reach_and_only_the_parent_reads_it(runner, monkeypa
     ticks = itertools.count()
     monkeypatch.setattr(runner_module.time, "perf_counter", lambda: float(next(ticks)))
     received = []
-    original = runner.env.program_action
-    monkeypatch.setattr(runner.env, "program_action", lambda v, elapsed_s: received.append(elapsed_s) or
-                        original(v, elapsed_s=elapsed_s))  # fmt: skip
+    original = MatmulEnv.program_action
+    monkeypatch.setattr(MatmulEnv, "program_action", lambda self, v, elapsed_s: received.append(elapsed_s) or
+                        original(self, v, elapsed_s=elapsed_s))  # fmt: skip
     [result] = runner.evaluate([MATMUL_TEXTBOOK], seeds=[0])
     assert outcomes(result) == ["win"] and received and all(e == 1.0 for e in received)
 
@@ -130,15 +130,15 @@ def test_the_reference_product_never_reaches_the_programs_process(monkeypatch):
         return C
 
     monkeypatch.setattr(matmul, "reference_matmul", recording_reference)
-    original_send = Connection.send_bytes
-    monkeypatch.setattr(Connection, "send_bytes", lambda self, data, *a: sent.append(bytes(data)) or
-                        original_send(self, data, *a))  # fmt: skip
+    original_send = FrameReader.send
+    monkeypatch.setattr(FrameReader, "send", lambda self, data, *a, **k: sent.append(bytes(data)) or
+                        original_send(self, data, *a, **k))  # fmt: skip
     with Runner("matmul", params=SMALL, limits=LIMITS) as fresh:
         [result] = fresh.evaluate([MATMUL_TEXTBOOK], seeds=[0, 1])
     assert outcomes(result) == ["win", "win"] and len(references) == 4
     to_workers = b"".join(sent)
-    # Every timed call is announced with its arguments (the worker then thrashes its caches) before "go".
-    assert to_workers.count(b'{"t":"prepare"') == to_workers.count(b'{"t":"go"}') == 4
+    # Every timed call is preceded by a cache thrash; its arguments leave only when the clock runs.
+    assert to_workers.count(b'{"t":"thrash"}') == to_workers.count(b'{"t":"call"') == 4
     for A, C in references:
         assert orjson.dumps(A[0][0]) in to_workers  # the inputs do go there (the check can see values)
         assert not any(orjson.dumps(value) in to_workers for row in C for value in row)

@@ -101,12 +101,16 @@ def test_a_refused_program_says_which_rule_and_exits_1(capsys, tmp_path):
         (["--strategy", "x.py", "--url", "ftp://host"], "expected a server URL"),
         (["--strategy", "x.py", "--move-timeout", "0"], "must be > 0"),
         (["--strategy", "x.py", "-p", "max_tile=3"], "max_tile must be a power of two"),
+        (["--strategy", "huge.py"], "--strategy huge.py is over 200,000 characters"),
+        (["--strategy", "binary.py"], "--strategy binary.py is not UTF-8 text"),
         ([], "--strategy"),
     ],
 )
 def test_bad_input_gets_a_clear_error(capsys, tmp_path, monkeypatch, args, needle):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "x.py").write_text(FIRST_LEGAL)
+    (tmp_path / "huge.py").write_text("# " + "x" * 1_000_000)  # read no further than the cap
+    (tmp_path / "binary.py").write_bytes(b"\xff\xfe\x00def strategy(board):")
     with pytest.raises(SystemExit) as info:
         raise SystemExit(main(["play", "2048", *args]))
     assert info.value.code == 2

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 
 from stratagem.agents.baselines import HEURISTIC_2048
-from stratagem.agents.pool import PoolError, WorkerPool
 from stratagem.agents.programs import build, load
 from stratagem.agents.rewards import Rubric, outcomes
-from stratagem.agents.runner import Limits, Runner
+from stratagem.agents.runner import Limits, PoolError, Runner
 from stratagem.envs.game2048 import Game2048Env
 from stratagem.envs.spec import load_spec, resolve
 
@@ -202,17 +201,18 @@ def test_bad_arguments_fail_before_any_work():
 
 def test_an_environment_that_cannot_be_built_is_a_clear_error(tmp_path, toy_manifest):
     spec = load_spec(toy_manifest)
-    with pytest.raises(PoolError, match="target must be >= 1"):
-        WorkerPool(spec, {"target": 0})
+    with pytest.raises((PoolError, ValueError), match="target must be >= 1"):
+        Runner(spec, {"target": 0})
 
 
 def test_the_pool_leaves_no_process_behind():
-    pool = WorkerPool(resolve("2048"), size=2)
+    runner = Runner("2048", workers=2)
+    pool = runner.pool
     workers = [pool.acquire() for _ in range(3)]
-    zygote = pool._process.pid
-    pool.close()
+    pids = [pool.zygote_pid, *(w.host_pid for w in workers)]
+    assert all(pids)
+    runner.close()
     deadline = time.monotonic() + 5
-    pids = [zygote, *(w.pid for w in workers)]
     while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_alive(pid) for pid in pids)

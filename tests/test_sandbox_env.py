@@ -27,7 +27,10 @@ def env():
     sandbox.close()
 
 
-def gone(pid: int) -> bool:
+def gone(pid: int | None) -> bool:
+    """Whether the host process ``pid`` has exited and been reaped (a cell's own os.getpid() is its
+    pid inside its namespace; ``env._repl.host_pid`` is the one the host sees)."""
+    assert pid is not None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -40,7 +43,8 @@ def test_variables_persist_across_steps_and_vanish_at_reset(env):
     obs = env.step({"code": "inc(x)"})
     assert obs.result == "42" and obs.exit_code == 0 and obs.reward is None and obs.steps_left == 48
     assert env.step({"code": "_ * 2"}).result == "84"  # a notebook's last value
-    pid = int(env.step({"code": "import os\nos.getpid()"}).result)
+    assert env.step({"code": "import os\nos.getpid()"}).result == "2"  # pid 2 of its own namespace
+    pid = env._repl.host_pid
     obs = env.reset(seed=2)
     assert obs.stdout == obs.stderr == "" and obs.steps_left == 50 and not obs.state_lost
     obs = env.step({"code": "x"})
@@ -80,15 +84,16 @@ def test_a_timeout_is_enforced_from_outside_and_the_next_step_starts_fresh():
     sandbox = SandboxEnv(**{**LIMITS, "timeout_s": 0.5})
     try:
         sandbox.reset(seed=0)
-        pid = int(sandbox.step({"code": "import os\nstate = 1\nos.getpid()"}).result)
+        sandbox.step({"code": "import os\nstate = 1\nos.getpid()"})
+        pid = sandbox._repl.host_pid
         # A loop that swallows every exception, SIGALRM's included, is still stopped: the parent kills it.
         obs = sandbox.step({"code": "while True:\n    try:\n        while True:\n            pass\n"
                                     "    except BaseException:\n        pass"})  # fmt: skip
         assert obs.exit_code == 124 and obs.state_lost and not obs.done
         assert "timed out after 0.5 s" in obs.stderr and "every variable defined so far is gone" in obs.stderr
         assert gone(pid) and sandbox.state.restarts == 1
-        obs = sandbox.step({"code": "import os\nos.getpid(), 'state' in globals()"})
-        assert obs.exit_code == 0 and not obs.state_lost and obs.result.endswith(", False)")
+        obs = sandbox.step({"code": "'state' in globals()"})
+        assert obs.exit_code == 0 and not obs.state_lost and obs.result == "False"
     finally:
         sandbox.close()
 
@@ -109,18 +114,16 @@ def test_hostile_code_is_refused_and_harms_nothing(env, tmp_path, monkeypatch):
     port = listener.getsockname()[1]
     target = tmp_path / "written"
     refusals = {
-        "open('/etc/passwd').read()": "forbidden in the sandbox: open",
-        f"open({str(target)!r}, 'w').write('x')": "forbidden in the sandbox: open",
+        "open('/etc/passwd').read()": "No such file or directory",  # its root is its own scratch directory
+        f"open({str(target)!r}, 'w').write('x')": "No such file or directory",
         f"import os\nos.system('touch {target}')": "forbidden in the sandbox: os.system",
         "import os\nwhile True:\n    os.fork()": "forbidden in the sandbox: os.fork",
         f"import socket\ns = socket.socket()\ns.connect(('127.0.0.1', {port}))": "forbidden in the sandbox: socket",
         "import os\nos.kill(os.getppid(), 9)": "forbidden in the sandbox: os.kill",
         "import ctypes\nctypes.CDLL(None).system(b'true')": "forbidden in the sandbox: ctypes",
-        # No process or thread of its own (RLIMIT_NPROC=0), for the calls CPython does not audit.
-        "import _thread\n_thread.start_new_thread(print, ())": "can't start new thread",
-        # A class of this process can be rewritten (that is not audited), but the hook is no class's method.
-        "import sys\nsys.modules['stratagem.sandbox.confine'].AuditGuard.__call__ = lambda *a: None\n"
-        "open('/etc/passwd')": "forbidden in the sandbox: open",
+        # A module of this process can be rewritten (that is not audited), but the hook keeps what it captured.
+        "import sys\nsys.modules['stratagem.sandbox.confine'].FORBIDDEN_PREFIXES = ()\n"
+        "import os\nos.system('true')": "forbidden in the sandbox: os.system",
         "big = bytearray(8 * 2**30)": "MemoryError",
     }
     env.step({"code": "survivor = 'still here'"})
@@ -139,16 +142,18 @@ def test_hostile_code_is_refused_and_harms_nothing(env, tmp_path, monkeypatch):
 
 def test_a_process_that_forges_replies_or_exits_is_replaced(env):
     # The cell writes a frame of its own on the channel to the parent, ahead of the real reply.
-    forge = "import os, struct\nm = b'{\"t\": \"ran\"}'\nos.write(3, struct.pack('!i', len(m)) + m)"
+    forge = "import os, struct\nm = b'{\"t\": \"ran\"}'\nos.write(3, struct.pack('!I', len(m)) + m)"
     obs = env.step({"code": forge})
-    assert obs.state_lost and obs.exit_code == 1 and "malformed reply" in obs.stderr
+    assert obs.state_lost and obs.exit_code == 1
+    assert "malformed reply" in obs.stderr or "a message nobody asked for" in obs.stderr
     obs = env.step({"code": "import os\nos._exit(7)"})
     assert obs.state_lost and obs.exit_code == 7 and "exited with code 7" in obs.stderr
     assert env.step({"code": "'fine'"}).result == "'fine'" and env.state.restarts == 2
 
 
 def test_a_step_racing_close_reports_the_kill_and_starts_nothing(env):
-    pid = int(env.step({"code": "import os\nos.getpid()"}).result)
+    env.step({"code": "1"})
+    pid = env._repl.host_pid
     env.close()  # a server closing the session while this step was on its way in
     assert gone(pid)
     obs = env.step({"code": "1"})
@@ -198,7 +203,8 @@ def test_episode_bounds_and_bad_parameters():
         with pytest.raises(EpisodeNotActive, match="call reset first"):
             sandbox.step({"code": "1"})
         sandbox.reset(seed=0)
-        pid = int(sandbox.step({"code": "import os\nos.getpid()"}).result)
+        sandbox.step({"code": "1"})
+        pid = sandbox._repl.host_pid
         obs = sandbox.step({"code": "2"})
         assert obs.done and obs.steps_left == 0 and obs.result == "2" and gone(pid)
         with pytest.raises(EpisodeNotActive, match="max_episode_steps=2"):

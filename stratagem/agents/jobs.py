@@ -4,8 +4,14 @@
 the parent replays them on its own seeded copy (``Environment.replay``), and that replay is the
 result. ``CallJob``: the parent holds the game (its own, or a server's through ``RemoteGame``)
 and asks the worker for one move at a time; for environments with ``timed_calls`` it has the
-worker load the arguments and thrash its caches first, then times the call itself. Both kill
-the worker when a call or an episode overruns its limit, and read only JSON they validate.
+worker thrash its caches first, then times the call itself.
+
+The parent believes only its own clock and the kernel: a call's time is the gap between the
+worker's frames (play) or between request and answer (call); the CPU budget is the kernel's
+RLIMIT_CPU (death by SIGXCPU); a death by SIGSYS is a system call the sandbox forbids. Frames
+are read without blocking and with a size cap, and every field is validated. Any sign of
+cheating (a forbidden event reported by the worker, SIGSYS, a frame out of protocol, moves the
+replay refuses) scores the program as a cheat, whatever happens after it.
 """
 
 from __future__ import annotations
@@ -18,17 +24,22 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from pydantic import ValidationError
 
-from stratagem.agents.pool import Worker
 from stratagem.agents.programs import Program
 from stratagem.agents.results import ERROR_KINDS, EpisodeResult
 from stratagem.envs.core import EnvError, Environment, InvalidAction, Observation
+from stratagem.sandbox.channel import ChannelClosed, FrameTooLarge
+from stratagem.sandbox.confine import FORBIDDEN_EXIT
+from stratagem.sandbox.pool import LOST, PoolError, Worker
 from stratagem.viz.recording import RecordingWriter, recording_path
 
 if TYPE_CHECKING:
     from stratagem.agents.runner import Runner
 
 MAX_MESSAGE = 500
-MAX_WORKER_MESSAGE = 64 * 2**20
+# How far past its limit a call may run before the parent notices: the worker holds moves back up to
+# FLUSH_S (worker.py), and the parent looks every SCHEDULE_TICK_S (runner.py); both are small.
+CLOCK_SLACK_S = 0.1
+MAX_ACTIONS = 1_000_000  # per episode: past this the worker is flooding, not playing
 
 
 class ServerFailed(RuntimeError):
@@ -40,73 +51,121 @@ class Job:
 
     mode = ""
 
-    def __init__(self, runner: Runner, index: int, program: Program, seeds: list[int], record: Path | None) -> None:
+    def __init__(self, runner: Runner, index: int, program: Program, seeds: list[int], record: Path | None,
+                 attempt: int = 1) -> None:  # fmt: skip
         self.runner, self.index, self.program, self.record = runner, index, program, record
+        self.attempt = attempt
         self.pending = list(seeds)  # seeds whose episode has not been reported yet
         self.episodes: list[EpisodeResult] = []
         self.build_error: tuple[str, str] | None = None
-        self.finished = False
+        self.finished = self.lost = False
+        self.confined = self.built = False
         self.worker: Worker = None  # type: ignore[assignment]
-        self.started = self.episode_started = 0.0
+        self.started = self.episode_started = self.clock = 0.0
         self.seconds = 0.0
 
     def start(self, worker: Worker) -> None:
         self.worker = worker
-        self.started = self.episode_started = time.monotonic()
-        limits = self.runner.limits
+        self.started = self.episode_started = self.clock = time.monotonic()
+        secret = self.runner.secret
+        from stratagem.sandbox.keys import derive_seed
+
+        program_seeds = [derive_seed(secret, "program-random", seed) for seed in self.pending]
         self.send({"mode": self.mode, "source": self.program.source, "sha": self.program.sha,
-                   "seeds": self.pending, "memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s})  # fmt: skip
+                   "seeds": self.pending, "program_seeds": program_seeds})  # fmt: skip
 
     def stop(self) -> None:
         self.seconds = time.monotonic() - self.started
         self.runner.pool.release(self.worker)
 
     def send(self, message: dict[str, Any]) -> None:
-        try:
-            self.worker.conn.send_bytes(orjson.dumps(message))
+        try:  # a worker that does not take its message within a call's time has stopped reading: its clock runs
+            self.worker.reader.send(orjson.dumps(message), timeout_s=self.runner.limits.move_s + CLOCK_SLACK_S)
         except OSError:
-            pass  # the worker died; its socket reads EOF next and ``died`` says why
+            pass  # the worker died (its channel reads EOF next; ``died`` says why) or stopped reading (its clock runs)
 
     def receive(self) -> None:
+        """Handle every frame the worker has sent so far."""
         try:
-            message = orjson.loads(self.worker.conn.recv_bytes(maxlength=MAX_WORKER_MESSAGE))
-        except (EOFError, OSError, orjson.JSONDecodeError):
+            frames = self.worker.reader.poll()
+        except ChannelClosed:
             return self.died()
-        kind = message.get("t") if isinstance(message, dict) else None
-        if kind == "build":
-            error = message.get("error")
-            self.build_error = (error if error in ERROR_KINDS else "exception", _text(message.get("message")))
-            return self.forfeit(*self.build_error)
-        if kind == "done":
-            return self.forfeit("forbidden", "not played: the program cheated in an earlier episode")
-        if not self.handle(kind, message):
-            self.kill()
-            self.forfeit("forbidden", "the worker sent a message out of protocol")
+        except FrameTooLarge as exc:
+            return self.cheated(str(exc))
+        for raw in frames:
+            if self.finished:
+                return
+            try:
+                message = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                return self.cheated("the worker sent a frame that is not JSON")
+            kind = message.get("t") if isinstance(message, dict) else None
+            self.clock = time.monotonic()
+            if not self.confined:  # the first frame comes from the sandbox, before the job is read
+                if kind == "setup-failed":
+                    raise PoolError(f"the sandbox could not confine a worker: {_text(message.get('message'))}")
+                if kind != "ready":
+                    return self.cheated("the worker spoke before it was confined")
+                self.confined = True
+            elif kind == "forbidden":
+                return self.cheated(f"forbidden event: {_text(message.get('event'))}")
+            elif kind == "build" and not self.built:
+                error = message.get("error")
+                self.build_error = (error if error in ERROR_KINDS else "exception", _text(message.get("message")))
+                return self.forfeit(*self.build_error)
+            elif kind == "built" and not self.built:
+                self.built = True
+                self.episode_started = self.clock
+                self.on_built()
+            elif kind == "done" and self.built:
+                return self.cheated("the worker stopped before every episode was played")
+            elif not (self.built and self.handle(kind, message)):
+                return self.cheated(f"the worker sent a message out of protocol ({str(kind)[:40]})")
+
+    def on_built(self) -> None:
+        """The program's top level ran; the first episode may start."""
 
     def handle(self, kind: str | None, message: dict[str, Any]) -> bool:
         raise NotImplementedError
 
+    def waiting_on_worker(self) -> bool:
+        """Whether the worker owes the parent a frame now (so its clock runs)."""
+        return True
+
     def check_time(self, now: float) -> None:
         limits = self.runner.limits
-        beat = self.worker.beat()
-        if beat and now - beat > limits.move_s:
-            self.timed_out(f"a call of the program took over {limits.move_s:g} s")
-        elif now - self.episode_started > limits.episode_s:
+        if self.waiting_on_worker() and now - self.clock > limits.move_s + CLOCK_SLACK_S:
+            what = "a call of the program" if self.built else "the program's top level"
+            self.timed_out(f"{what} took over {limits.move_s:g} s")
+        elif self.built and now - self.episode_started > limits.episode_s:
             self.timed_out(f"the episode took over {limits.episode_s:g} s")
 
     def timed_out(self, why: str) -> None:
         self.kill()
         self.forfeit("timeout", why, rest="not played: the program timed out in an earlier episode")
 
+    def cheated(self, why: str) -> None:
+        self.kill()
+        self.forfeit("forbidden", why, rest="not played: the program cheated in an earlier episode")
+
     def kill(self) -> None:
         self.runner.pool.kill(self.worker)
 
     def died(self) -> None:
-        """The worker's socket closed before it said it was done: find out why from its exit code."""
+        """The worker's channel closed before it said it was done: find out why from its exit status."""
         code = self.runner.pool.exit_code(self.worker)
+        if code == LOST or code is None or not self.confined:
+            # Its zygote died (or stopped answering), or it died before it could read the program: not the
+            # program's doing. The runner plays the rest again in a fresh worker.
+            self.lost = self.finished = True
+            return
+        if code == -signal.SIGSYS:
+            return self.forfeit("forbidden", "the program made a system call the sandbox forbids (killed by SIGSYS)")
+        if code == FORBIDDEN_EXIT:
+            return self.forfeit("forbidden", "the program raised a forbidden event")
         if code == -signal.SIGXCPU:  # RLIMIT_CPU's soft limit
-            kind, text = "timeout", "the program used up its CPU-seconds budget"
-        elif code is not None and code < 0:
+            kind, text = "timeout", f"the program used up its CPU budget of {self.runner.limits.cpu_s:g} s"
+        elif isinstance(code, int) and code < 0:
             kind, text = "exception", f"the worker was killed by signal {signal.Signals(-code).name}"
         else:
             kind, text = "exception", f"the worker exited unexpectedly (code {code})"
@@ -124,7 +183,10 @@ class Job:
         self.episodes.append(result)
         self.pending.pop(0)
         self.episode_started = time.monotonic()
-        if not self.pending:
+        if result.error == "forbidden":  # a program that tried to cheat plays no further episode
+            self.kill()
+            self.forfeit("forbidden", "not played: the program cheated in an earlier episode")
+        elif not self.pending:
             self.finished = True
 
     def recorder(self, seed: int) -> RecordingWriter | None:
@@ -139,20 +201,31 @@ class PlayJob(Job):
 
     mode = "play"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.actions: list[Any] = []  # the episode in progress, as reported so far
+
     def handle(self, kind: str | None, message: dict[str, Any]) -> bool:
-        if kind != "episode" or not self.pending or message.get("seed") != self.pending[0]:
+        if kind not in ("moves", "episode") or not self.pending or message.get("seed") != self.pending[0]:
             return False
-        self.episode_done(self.replay(message))
+        actions = message.get("a")
+        if not isinstance(actions, list) or (kind == "moves" and not actions):
+            return False  # a frame of moves holds moves: the parent's clock must mean "a call finished"
+        self.actions.extend(actions)
+        if len(self.actions) > MAX_ACTIONS:
+            return False
+        if kind == "episode":
+            result = self.replay(message, self.actions)
+            self.actions = []
+            self.episode_done(result)
         return True
 
-    def replay(self, message: dict[str, Any]) -> EpisodeResult:
+    def replay(self, message: dict[str, Any], actions: list[Any]) -> EpisodeResult:
         """The authoritative result: the worker's actions replayed on the parent's own seeded game."""
-        seed, actions, error = message["seed"], message.get("actions"), message.get("error")
+        seed, error = message["seed"], message.get("error")
         result = EpisodeResult(seed=seed, error=error, message=_text(message.get("message")))
         if error is not None and error not in ERROR_KINDS:
             result.error, result.message = "forbidden", "the worker reported an unknown error kind"
-        if not isinstance(actions, list):
-            actions, result.error, result.message = [], "forbidden", "the worker's action list was not a list"
         env, recorder = self.runner.env, self.recorder(seed)
         on_step = None if recorder is None else (lambda action, obs: _record(recorder, action, obs))
         try:
@@ -172,28 +245,39 @@ class CallJob(Job):
 
     mode = "call"
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.game: Any = None
+        self.env: Environment | None = None  # the bridge to the program (program_inputs, program_action)
         self.obs: Observation | None = None
         self.result: EpisodeResult | None = None
         self.recording: RecordingWriter | None = None
+        self.awaiting: str | None = None  # the reply the worker owes: "thrashed" or "value"
+        self.args: list[Any] = []
         self.call_started = 0.0
 
+    def on_built(self) -> None:
+        runner = self.runner
+        if runner.url:
+            self.env, self.game = runner.env, RemoteGame(runner.env, runner.url)
+        else:  # a game of its own: jobs of one runner play side by side
+            self.env = self.game = runner.spec.make(**runner.params)
+        self.new_episode()
+
+    def waiting_on_worker(self) -> bool:
+        return not self.built or self.awaiting is not None
+
     def handle(self, kind: str | None, message: dict[str, Any]) -> bool:
-        if kind == "ready" and self.game is None:
-            self.game = RemoteGame(self.runner.env, self.runner.url) if self.runner.url else self.runner.env
-            self.new_episode()
-        elif kind == "prepared" and self.result is not None:
-            self.call_started = time.perf_counter()  # the clock covers the call and the answer's return only
-            self.send({"t": "go"})
-        elif kind == "value" and self.result is not None:
+        awaiting, self.awaiting = self.awaiting, None
+        if self.result is None or awaiting is None or kind not in (awaiting, "error" if awaiting == "value" else ""):
+            return False
+        if kind == "thrashed":
+            self.ask(self.args)
+        elif kind == "value":
             self.play(message.get("v"), time.perf_counter() - self.call_started)
-        elif kind == "error" and self.result is not None:
+        else:  # the call raised, ran out of memory or returned something that is not plain data
             error = message.get("error")
             self.end_episode(error if error in ERROR_KINDS else "forbidden", _text(message.get("message")))
-        else:
-            return False
         return True
 
     def new_episode(self) -> None:
@@ -205,14 +289,19 @@ class CallJob(Job):
         self.next_call()
 
     def next_call(self) -> None:
-        args = list(self.runner.env.program_inputs(self.obs))
-        if self.runner.timed:  # the worker loads the arguments and thrashes its caches, then says "prepared"
-            return self.send({"t": "prepare", "args": args})
-        self.call_started = time.perf_counter()
+        self.args = list(self.env.program_inputs(self.obs))
+        if self.runner.timed:  # cold caches first; the arguments reach the worker only once the clock runs
+            self.awaiting, self.clock = "thrashed", time.monotonic()
+            return self.send({"t": "thrash"})
+        self.ask(self.args)
+
+    def ask(self, args: list[Any]) -> None:
+        self.awaiting, self.clock = "value", time.monotonic()
+        self.call_started = time.perf_counter()  # the clock covers the arguments' trip, the call and the answer
         self.send({"t": "call", "args": args})
 
     def play(self, value: Any, elapsed: float) -> None:
-        env, result = self.runner.env, self.result
+        env, result = self.env, self.result
         try:
             action = env.program_action(value, elapsed_s=elapsed) if self.runner.timed else env.program_action(value)
             self.obs = self.game.step(action)
@@ -232,13 +321,8 @@ class CallJob(Job):
         _finish(result, self.obs, self.recording)
         self.result = self.recording = None
         self.episode_done(result)
-        if error == "forbidden":  # as in play mode: a program that tried to cheat plays no further episode
-            self.kill()
-            self.forfeit(error, "not played: the program cheated in an earlier episode")
-        elif self.pending:
+        if not self.finished:
             self.new_episode()
-        else:
-            self.send({"t": "stop"})
 
     def forfeit(self, kind: str, message: str, rest: str | None = None) -> None:
         if self.result is not None:  # the episode in progress is cut short: close its recording
@@ -249,7 +333,7 @@ class CallJob(Job):
 
     def stop(self) -> None:
         super().stop()
-        if isinstance(self.game, RemoteGame):
+        if self.game is not None:
             self.game.close()
 
 

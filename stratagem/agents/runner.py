@@ -2,18 +2,21 @@
 
 ``Runner.evaluate(completions, seeds)`` plays every program on the same seeds (common random
 numbers across a GRPO group), each in a fresh worker from a pool of pre-started, confined
-processes (``pool.py``, ``worker.py``), a few at a time. The parent:
+processes (``stratagem/sandbox/pool.py``, ``worker.py``), a few at a time. The parent:
 
-- enforces time from outside: a per-call limit (the worker stamps a shared heartbeat when a
-  call of the program starts) and a per-episode limit; past either the worker is killed, so no
-  ``try/except`` inside the program can buy time;
+- runs each program in a worker the kernel confines (``stratagem/sandbox``: seccomp, Landlock,
+  namespaces, an unprivileged identity, rlimits), and refuses to start where a layer is missing
+  unless ``allow_weaker_sandbox`` says otherwise;
+- enforces time with its own clock: a per-call limit (the gap between the worker's frames, or
+  between a call and its answer), a per-episode limit and the kernel's CPU budget; past any of
+  them the worker is killed, so no ``try/except`` inside the program can buy time;
 - reads back only JSON it validates, never a pickled object, never a string it must produce by
   calling program code;
 - computes every result from a game the program's process cannot reach. In ``play`` mode
   (local, untimed environments: the fast path) the worker plays its own copy and reports the
   actions; the parent replays them on its own copy of the seeded game, and a move the replay
-  refuses marks the program as cheating. In ``call`` mode (a server given by ``url``, or an
-  environment that rewards speed) the parent holds the game and asks the worker for one
+  refuses marks the program as cheating. In ``call`` mode (a server given by ``url``, an
+  environment that rewards speed, or one with ``slow_steps``) the parent holds the game and asks the worker for one
   move at a time; for timed environments it thrashes the worker's caches before each call and
   times the call itself.
 """
@@ -29,12 +32,17 @@ from pathlib import Path
 from typing import Any
 
 from stratagem.agents.jobs import CallJob, Job, PlayJob, ServerFailed
-from stratagem.agents.pool import WorkerPool
 from stratagem.agents.programs import Program, ProgramError, load
 from stratagem.agents.results import ERROR_KINDS, EpisodeResult, ProgramResult
 from stratagem.envs.spec import EnvSpec, resolve
+from stratagem.sandbox.confine import LAYERS, Policy
+from stratagem.sandbox.keys import machine_secret
+from stratagem.sandbox.pool import PoolError, SandboxUnavailable, WorkerPool
 
-__all__ = ["ERROR_KINDS", "EpisodeResult", "Limits", "ProgramResult", "Runner", "ServerFailed"]
+__all__ = ["ERROR_KINDS", "EpisodeResult", "Limits", "PoolError", "ProgramResult", "Runner", "SandboxUnavailable",
+           "ServerFailed"]  # fmt: skip
+SCHEDULE_TICK_S = 0.02  # how often the parent looks at the clocks of workers that sent nothing
+MAX_ATTEMPTS = 3  # a job whose worker was lost with its zygote is played again, this many times in all
 
 
 @dataclass
@@ -55,25 +63,42 @@ class Runner:
     """Evaluate programs for one environment. Reuse the instance; ``close()`` (or ``with``) when done."""
 
     def __init__(self, env: str | EnvSpec = "2048", params: dict[str, Any] | None = None,
-                 workers: int | None = None, limits: Limits | None = None, url: str | None = None) -> None:  # fmt: skip
+                 workers: int | None = None, limits: Limits | None = None, url: str | None = None,
+                 allow_weaker_sandbox: bool = False, layers: tuple[str, ...] = LAYERS,
+                 secret: bytes | None = None) -> None:  # fmt: skip
+        """``layers``: the sandbox's layers to apply (fewer only to study one alone); ``secret``: the key of
+        the programs' own random seeds (default: this machine's, ``sandbox/keys.py``)."""
         self.spec = resolve(env) if isinstance(env, (str, Path)) else env
         self.params = dict(params or {})
         self.limits = limits or Limits()
         self.url = url
         self.env = self.spec.make(**self.params)  # the parent's own game: replays, driven play, the program bridge
         self.timed = self.env.timed_calls
-        self.mode = "call" if (url is not None or self.timed) else "play"
+        self.mode = "call" if (url is not None or self.timed or self.env.slow_steps) else "play"
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise ValueError(f"workers must be a positive integer, got {workers!r}")
         # Timed calls run one at a time, so that programs do not share the CPU while being timed.
         self.workers = 1 if self.timed else (workers or os.cpu_count() or 1)
+        self.policy = Policy(memory_mb=self.limits.memory_mb, cpu_s=self.limits.cpu_s, layers=tuple(layers),
+                             allow_weaker=allow_weaker_sandbox)  # fmt: skip
+        self.secret = secret if secret is not None else machine_secret()
         self._pool: WorkerPool | None = None
 
     @property
     def pool(self) -> WorkerPool:
+        """The sandbox's workers, started on first use; raises SandboxUnavailable where a layer is missing."""
         if self._pool is None:
-            self._pool = WorkerPool(self.spec, self.params, size=self.workers)
+            setup = {"spec": self.spec.model_dump(mode="json"), "params": self.params,
+                     "source": str(self.spec.source) if self.spec.source else None}  # fmt: skip
+            self._pool = WorkerPool("stratagem.agents.worker", setup, self.policy, size=self.workers)
         return self._pool
+
+    @property
+    def sandbox(self) -> dict[str, Any]:
+        """The layers in force and the ones missing here (for run records and ``stratagem doctor``)."""
+        pool = self.pool
+        return {"applied": dict(pool.applied), "missing": dict(pool.missing),
+                "allow_weaker": self.policy.allow_weaker}  # fmt: skip
 
     def close(self) -> None:
         if self._pool is not None:
@@ -133,17 +158,28 @@ class Runner:
                     job = waiting.pop(0)
                     job.start(self.pool.acquire())
                     running.append(job)
-                ready = wait([job.worker.conn for job in running], timeout=0.02)
+                ready = wait([job.worker.reader.sock for job in running], timeout=SCHEDULE_TICK_S)
                 now = time.monotonic()
                 for job in list(running):
-                    if job.worker.conn in ready:
+                    if job.worker.reader.sock in ready:
                         job.receive()
-                    else:
+                    if not job.finished:
                         job.check_time(now)
                     if job.finished:
                         job.stop()
                         running.remove(job)
+                        if job.lost:  # its zygote died under it: play what is left again, never blame the program
+                            waiting.insert(0, self._again(job))
+                            continue
+                        self.pool.succeeded()
                         yield job
         finally:
             for job in running:  # an error (a failed server) or an abandoned generator
                 job.stop()
+
+    def _again(self, job: Job) -> Job:
+        if job.attempt >= MAX_ATTEMPTS:
+            raise PoolError(f"the sandbox lost program {job.program.sha}'s worker {job.attempt} times; giving up")
+        again = type(job)(self, job.index, job.program, job.pending, job.record, attempt=job.attempt + 1)
+        again.episodes = job.episodes  # the episodes it did report stand
+        return again

@@ -1,190 +1,170 @@
-"""The inside of the sandbox: one forked process runs one program, then exits.
+"""The inside of the sandbox for strategy programs: the zygote's payload (``stratagem/sandbox/zygote.py``).
 
-The parent (``runner.py``) gets this process from the pool (``pool.py``), sends one job, and
-trusts nothing that comes back beyond plain JSON it validates. Before the program is built the
-process confines itself (``stratagem/sandbox/confine.py``: rlimits, no network, stdout/stderr
-to /dev/null, an audit hook that refuses and records every event reaching files, processes,
-sockets, imports, ctypes, frames or code objects); the guard is armed exactly while program
-code runs.
+``prepare`` runs once in the zygote, trusted: it builds the environment, imports the modules
+programs may use and plays the environment's first steps, so that no lazy import is left for
+later. ``serve`` runs in each forked worker *after* the kernel has shut it in (seccomp, Landlock,
+namespaces, an unprivileged identity, rlimits): it reads one job, builds the program and plays.
 
-Two modes. ``play``: the worker holds its own copy of the game, plays every seed and sends,
-per episode, the actions taken (the parent replays them on its own copy, so a program that
-tampers with this process's game gains nothing). ``call``: the parent holds the game (local,
-remote or timed) and sends the program's arguments; the worker answers each call with the
-return value as plain data. Time is never enforced here: the worker stamps a shared heartbeat
-when a call starts, and the parent kills the process when a call or an episode runs too long.
+From the program's first line on, an audit hook watches for forbidden events raised by the
+program's own frames (a finalizer or a generator's ``finally`` included): the first one is
+reported to the parent in its own frame and ends the process, so nothing the program does next
+(a hang, a crash, a misbehaving ``__str__``) can make a cheat look milder.
+
+Two modes. ``play``: the worker holds its own copy of the game, plays every seed and sends the
+actions it took, in frames at most ``FLUSH_S`` apart, and once more when an episode ends; the
+parent replays them on its own copy (so tampering with this process's game gains nothing) and
+times the gap between frames with its own clock (so no call can take longer than its limit
+unseen). ``call``: the parent holds the game and sends the program's arguments; the worker
+answers each call with the return value as plain data; for timed environments it first thrashes
+its caches, then the parent's clock covers the arguments' arrival, the call and the answer.
 """
 
 from __future__ import annotations
 
 import importlib
-import mmap
-import os
 import random
-import struct
-import sys
 import time
 from collections.abc import Callable
-from multiprocessing.connection import Connection
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
 
-from stratagem.agents.programs import Program, ProgramError, build
+from stratagem.agents.programs import Program, ProgramError, build, new_namespace
 from stratagem.envs.core import EnvError, Environment
-from stratagem.envs.spec import EnvSpec, StrategySpec
-from stratagem.sandbox.confine import AuditGuard, confine, die_with_parent, encode_value
+from stratagem.envs.spec import EnvSpec
+from stratagem.sandbox import channel
+from stratagem.sandbox.confine import Sandbox, encode_value, watch_program
 from stratagem.sandbox.timing import thrash_caches
 
 MESSAGE_CHARS = 300
+MAX_JOB_BYTES = 64 * 2**20  # the job (a program's source) and call arguments (matmul's matrices)
+FLUSH_S = 0.002  # the longest a worker holds finished moves back from the parent (the parent's clock relies on it)
 
 
-def _short(text: str) -> str:
-    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS] + "..."
+@dataclass
+class WorkerState:
+    """What the zygote prepared once, for every worker it forks."""
+
+    spec: EnvSpec
+    env: Environment
 
 
-def _describe(exc: BaseException) -> str:
-    """A message made only by our code from builtin exception types (programs cannot define classes)."""
-    if type(exc).__module__ != "builtins":
-        return type(exc).__name__
-    try:
-        return _short(f"{type(exc).__name__}: {exc}")
-    except Exception:  # a hostile str(); report the type alone
-        return type(exc).__name__
-
-
-_HEARTBEAT = struct.Struct("d")
-
-
-def preload(strategy: StrategySpec) -> None:
-    """Import the modules programs may use now, so that no real import happens once the hook is armed."""
-    for name in strategy.imports:
+def prepare(setup: dict[str, Any]) -> WorkerState:
+    spec = EnvSpec.model_validate(setup["spec"])
+    if setup.get("source"):
+        spec.source = Path(setup["source"])
+    env = spec.make(**setup.get("params", {}))
+    for name in spec.strategy.imports:  # now, so that no real import happens once the program runs
         importlib.import_module(name)
+    obs = env.reset(seed=0, episode_id="warm-up")  # the first reset imports what the game needs lazily
+    env.program_inputs(obs)
+    return WorkerState(spec=spec, env=env)
 
 
-def run_child(channel_fd: int, heartbeat_fd: int, env: Environment, spec: EnvSpec) -> None:
-    """Entry point in a freshly forked child: wait for the job, confine, build, run, report; return."""
-    die_with_parent()  # if the zygote dies, so does this process
-    conn = Connection(channel_fd)
-    page = mmap.mmap(heartbeat_fd, _HEARTBEAT.size)
-    os.close(heartbeat_fd)
+def serve(fd: int, state: WorkerState, box: Sandbox) -> None:
+    """In a confined worker: one job, then exit."""
     try:
-        job = orjson.loads(conn.recv_bytes())
-    except (EOFError, OSError):
+        job = orjson.loads(channel.receive(fd, MAX_JOB_BYTES))
+    except (channel.ChannelClosed, OSError):
         return  # the pool closed before this spare was used
-    guard = AuditGuard()
-    confine(job["memory_mb"], job["cpu_s"])
-    sys.addaudithook(guard)
 
     def send(message: dict[str, Any]) -> None:
-        conn.send_bytes(orjson.dumps(message))
+        channel.send(fd, orjson.dumps(message))
 
-    def beat(started: float) -> None:
-        _HEARTBEAT.pack_into(page, 0, started)
-
-    # The guard is armed exactly while program code runs: the module's top level, then each call.
-    program = Program(source=job["source"], function=spec.strategy.function, sha=job["sha"])
-    guard.permits = {"compile": 1, "exec": 1}  # exactly our own build of the program
-    guard.armed = True
-    beat(time.monotonic())  # the top level runs under the same per-call limit
+    strategy = state.spec.strategy
+    program = Program(source=job["source"], function=strategy.function, sha=job["sha"])
+    namespace = new_namespace(strategy)
+    watch_program(namespace, lambda event: send({"t": "forbidden", "event": event[:100]}))
+    random.seed(job["program_seeds"][0])
     try:
-        fn = build(program, spec.strategy)
+        fn = build(program, strategy, namespace)
     except ProgramError as exc:
         return send({"t": "build", "error": "policy", "message": _short(str(exc))})
     except MemoryError:
         return send({"t": "build", "error": "memory", "message": "MemoryError while building the program"})
     except BaseException as exc:  # anything the program's top level raised
-        kind = "forbidden" if guard.events else "exception"
-        return send({"t": "build", "error": kind, "message": _describe(exc), "events": guard.events[:5]})
-    finally:
-        guard.armed = False
-        beat(0.0)
-    call = _caller(fn, guard, beat)
+        return send({"t": "build", "error": "exception", "message": _describe(exc)})
+    send({"t": "built"})
+    call = _caller(fn)
     if job["mode"] == "play":
-        _play(call, env, job["seeds"], send)
+        _play(call, state.env, job["seeds"], job["program_seeds"], send)
     else:
-        _answer(call, conn, send)
+        _answer(call, fd, send)
     send({"t": "done"})
 
 
 class ProgramFailed(Exception):
-    """The program raised, ran out of memory or touched something forbidden during a call."""
+    """The program raised or ran out of memory during a call."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind, self.message = kind, message
 
 
-def _caller(fn: Callable[..., Any], guard: AuditGuard, beat: Callable[[float], None]) -> Callable[..., Any]:
-    """One call of the program: (value, error kind or None, message); the guard armed for its duration."""
+def _caller(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """One call of the program: (value, error kind or None, message)."""
 
     def call(args: Any) -> tuple[Any, str | None, str]:
-        value, error, message = None, None, ""
-        beat(time.monotonic())
-        guard.armed = True
         try:
-            value = fn(*args)
+            return fn(*args), None, ""
         except MemoryError:
-            error, message = "memory", "MemoryError"
+            return None, "memory", "MemoryError"
         except RecursionError:
-            error, message = "exception", "RecursionError: maximum recursion depth exceeded"
+            return None, "exception", "RecursionError: maximum recursion depth exceeded"
         except BaseException as exc:  # the program's own failure, SystemExit included
-            error, message = "exception", _describe(exc)
-        finally:
-            guard.armed = False
-            beat(0.0)
-        if guard.events:
-            return None, "forbidden", f"forbidden event: {guard.events[0]}"
-        return value, error, message
+            return None, "exception", _describe(exc)
 
     return call
 
 
-def _play(call: Callable[..., Any], env: Environment, seeds: list[int], send: Any) -> None:
-    """Every seed through ``env.play``; per episode, the actions taken and what stopped the game early."""
+def _play(call: Callable[..., Any], env: Environment, seeds: list[int], program_seeds: list[int], send: Any) -> None:
+    """Every seed through ``env.play``, one episode after the other."""
+    for seed, program_seed in zip(seeds, program_seeds, strict=True):
+        random.seed(program_seed)  # the program's randomness: reproducible, and unrelated to the game's
+        _play_episode(call, env, seed, send)
+
+
+def _play_episode(call: Callable[..., Any], env: Environment, seed: int, send: Any) -> None:
+    """One episode; finished moves go out at least every FLUSH_S (the parent's clock), the rest at the end."""
+    clock, actions = time.monotonic, []
+    sent, flushed = 0, clock()
 
     def policy(*args: Any) -> Any:
+        nonlocal sent, flushed
+        if len(actions) > sent and clock() - flushed >= FLUSH_S:
+            send({"t": "moves", "seed": seed, "a": actions[sent:]})
+            sent, flushed = len(actions), clock()
         value, error, message = call(args)
         if error is not None:
             raise ProgramFailed(error, message)
         return value
 
-    for seed in seeds:
-        actions: list[dict[str, Any]] = []
-        error, message = None, ""
-        random.seed(seed)  # a program's own randomness repeats with the episode: reproducible rewards, exact resumes
-        try:
-            env.play(seed, policy, actions)
-        except ProgramFailed as exc:
-            error, message = exc.kind, exc.message
-        except (ValueError, EnvError) as exc:  # the program's move, refused by the environment
-            error, message = "illegal_move", _short(str(exc))
-        send({"t": "episode", "seed": seed, "actions": actions, "error": error, "message": message})
-        if error == "forbidden":
-            return  # a program that tried to cheat plays no further episode
+    error, message = None, ""
+    try:
+        env.play(seed, policy, actions)
+    except ProgramFailed as exc:
+        error, message = exc.kind, exc.message
+    except (ValueError, EnvError) as exc:  # the program's move, refused by the environment
+        error, message = "illegal_move", _short(str(exc))
+    send({"t": "episode", "seed": seed, "a": actions[sent:], "error": error, "message": message})
 
 
-def _answer(call: Callable[..., Any], conn: Connection, send: Any) -> None:
-    send({"t": "ready"})
-    prepared: Any = []
+def _answer(call: Callable[..., Any], fd: int, send: Any) -> None:
     while True:
         try:
-            request = orjson.loads(conn.recv_bytes())
-        except (EOFError, OSError):
+            request = orjson.loads(channel.receive(fd, MAX_JOB_BYTES))
+        except (channel.ChannelClosed, OSError):
             return
         kind = request.get("t")
-        if kind == "prepare":  # a timed call: arguments first, then cold caches, then "go" starts the clock
-            prepared = request["args"]
+        if kind == "thrash":  # cold caches before a timed call; its arguments come only after
             thrash_caches()
-            send({"t": "prepared"})
+            send({"t": "thrashed"})
             continue
-        if kind == "go":
-            args = prepared
-        elif kind == "call":
-            args = request["args"]
-        else:
+        if kind != "call":
             return
-        value, error, message = call(args)
+        value, error, message = call(request["args"])
         if error is None:
             try:
                 reply = encode_value(value)
@@ -192,6 +172,19 @@ def _answer(call: Callable[..., Any], conn: Connection, send: Any) -> None:
                 error, message = "illegal_move", _short(str(exc))
         if error is not None:
             reply = orjson.dumps({"t": "error", "error": error, "message": message})
-        conn.send_bytes(reply)
-        if error == "forbidden":
-            return
+        channel.send(fd, reply)
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS] + "..."
+
+
+def _describe(exc: BaseException) -> str:
+    """A message made by our code only: a builtin exception's text when its arguments are plain data,
+    else its type's name (a program's object in the arguments could run code when printed)."""
+    if type(exc).__module__ != "builtins" or any(type(a) not in (str, int, float, bool) for a in exc.args):
+        return type(exc).__name__
+    try:
+        return _short(f"{type(exc).__name__}: {exc}")
+    except Exception:
+        return type(exc).__name__

@@ -19,6 +19,10 @@ class ProgramBridge:
     # True for tasks that reward speed: the runner then times each call of the program from
     # outside its process, caches thrashed first, and passes ``elapsed_s`` to ``program_action``.
     timed_calls: bool = False
+    # True when a step is costly (an MCTS opponent thinking): the runner then holds the game itself and
+    # times each call of the program alone. Otherwise the worker plays the game, and a call's clock (the
+    # gap between the worker's reports) also covers the game's own step, which must stay well under 0.1 s.
+    slow_steps: bool = False
 
     def program_inputs(self, observation: Observation) -> tuple[Any, ...]:
         """The arguments a strategy program is called with: fresh copies, never the env's objects."""

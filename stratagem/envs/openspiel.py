@@ -184,6 +184,7 @@ class OpenSpielEnv(Environment):
         if opponent == "mcts" and players > 1:
             _check_mcts_can_play(self.game, self.name)
         self.opponent, self.mcts_simulations, self.player = opponent, mcts_simulations, player
+        self.slow_steps = opponent == "mcts" and players > 1  # the opponent thinks inside step: time calls alone
         self.win_return = None if win_return is None else float(win_return)
         self._use_observation = self.game.get_type().provides_observation_string
         self._tensor, self._shape = _tensor_source(self.game)

@@ -1,11 +1,13 @@
 """The code sandbox: an environment whose action is Python code, run like a notebook cell.
 
-Each episode has one confined Python process (``stratagem/sandbox/``: the strategy sandbox's
-rlimits, no network, no writes, an audit hook, time enforced from outside), started at reset
-and killed at the next reset, at the episode's end or at close. Variables persist from step
-to step, as in a REPL, and vanish at reset. The observation is what a notebook shows: stdout,
-stderr (a traceback when the cell raised), ``exit_code`` (0 ran, 1 raised), the repr of a
-final expression (``result``) and the wall time.
+Each episode has one confined Python process (``stratagem/sandbox/``: the same kernel layers as
+strategy programs, seccomp, Landlock, namespaces, an unprivileged identity, rlimits; time
+enforced from outside; stopped between cells), started at reset and killed at the next reset, at
+the episode's end or at close. Its root and working directory is a scratch directory of
+``scratch_mb`` (files written there last until the episode ends, and nothing else is visible).
+Variables persist from step to step, as in a REPL, and vanish at reset. The observation is what
+a notebook shows: stdout, stderr (a traceback when the cell raised), ``exit_code`` (0 ran, 1
+raised), the repr of a final expression (``result``) and the wall time.
 
 When a cell runs past ``timeout_s`` the process is killed (``exit_code`` 124); when it dies of
 a limit (CPU budget: 128 + SIGXCPU = 152) likewise. The episode goes on: the next step runs in
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import random
 import secrets
+import signal
 import uuid
 from typing import Any
 
@@ -33,6 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from stratagem.envs.core import Action, EnvError, Environment, EpisodeNotActive, Observation, State
 from stratagem.envs.spec import EnvSpec, resolve
 from stratagem.sandbox.repl import TIMEOUT_EXIT, CallFailed, Lost, Ran, ReplProcess
+
+FORBIDDEN_CALL_EXIT = 128 + signal.SIGSYS  # the process made a system call the sandbox forbids
 
 MAX_CODE_CHARS = 100_000
 CLIENT_SHARE = 0.8  # of a client's own step deadline, the most a cell may use: the rest reports back
@@ -56,7 +61,7 @@ class TaskOutcome(BaseModel):
     score: float = Field(description="the episode's total reward (0 when it ended in an error): the step's reward")
     won: bool = False
     moves: int = 0
-    error: str | None = Field(default=None, description="exception, illegal_move, timeout or crash")
+    error: str | None = Field(default=None, description="exception, illegal_move, timeout, crash or forbidden")
     message: str = ""
 
 
@@ -119,7 +124,7 @@ class SandboxTask:
         except CallFailed as exc:
             outcome.error, outcome.message = "exception", str(exc)
         except Lost as exc:
-            outcome.error = "timeout" if exc.exit_code == TIMEOUT_EXIT else "crash"
+            outcome.error = {TIMEOUT_EXIT: "timeout", FORBIDDEN_CALL_EXIT: "forbidden"}.get(exc.exit_code, "crash")
             outcome.message, lost = f"{function}: {exc.message}; {STATE_LOST}", True
         except (ValueError, EnvError) as exc:  # the return value, refused as a move
             outcome.error, outcome.message = "illegal_move", str(exc)[:500]
@@ -135,18 +140,23 @@ class SandboxEnv(Environment):
 
     def __init__(self, timeout_s: float = 10.0, memory_mb: int = 512, cpu_s: float = 300.0,
                  max_output_chars: int = 8192, max_episode_steps: int = 50, task: str | None = None,
-                 task_params: dict[str, Any] | None = None) -> None:  # fmt: skip
+                 task_params: dict[str, Any] | None = None, scratch_mb: int = 64,
+                 allow_weaker_sandbox: bool = False) -> None:  # fmt: skip
         _check("timeout_s", timeout_s, 0.01, 600)
         _check("memory_mb", memory_mb, 64, 65536, int)  # timed calls thrash 32 MiB
         _check("cpu_s", cpu_s, 1, 86400)
         _check("max_output_chars", max_output_chars, 100, 1_000_000, int)
         _check("max_episode_steps", max_episode_steps, 1, 1_000_000, int)
+        _check("scratch_mb", scratch_mb, 1, 65536, int)
+        if not isinstance(allow_weaker_sandbox, bool):
+            raise ValueError(f"allow_weaker_sandbox must be true or false, got {allow_weaker_sandbox!r}")
         if task is not None and not isinstance(task, str):
             raise ValueError(f"task must be the name of a registered environment (e.g. matmul), got {task!r}")
         if task_params is not None and (task is None or not isinstance(task_params, dict)):
             raise ValueError("task_params must be a mapping of the task's parameters, and needs a task")
         self.timeout_s, self.memory_mb, self.cpu_s = float(timeout_s), memory_mb, float(cpu_s)
         self.max_output_chars, self.max_episode_steps = max_output_chars, max_episode_steps
+        self.scratch_mb, self.allow_weaker_sandbox = scratch_mb, allow_weaker_sandbox
         self.task = SandboxTask(task, task_params or {}) if task else None
         self._repl: ReplProcess | None = None
         self._rng = random.Random()
@@ -203,7 +213,8 @@ class SandboxEnv(Environment):
 
     def _start(self) -> ReplProcess:
         return ReplProcess(self.memory_mb, self.cpu_s, self.max_output_chars,
-                           watch=self.task.strategy.function if self.task else None)  # fmt: skip
+                           watch=self.task.strategy.function if self.task else None, scratch_mb=self.scratch_mb,
+                           allow_weaker_sandbox=self.allow_weaker_sandbox)  # fmt: skip
 
     def _lost(self) -> None:
         self._stop()

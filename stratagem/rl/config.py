@@ -98,6 +98,11 @@ class GRPOConfig(BaseModel):
     episode_timeout: float = Field(60.0, gt=0, description="seconds per episode")
     memory_mb: int = Field(512, ge=16, description="address space a program may add")
     cpu_seconds: float = Field(120.0, gt=0, description="CPU seconds per program")
+    allow_weaker_sandbox: bool = Field(
+        False,
+        description="run programs even where the kernel lacks a sandbox layer "
+        "(seccomp, Landlock, namespaces); the run records which (sandbox.json)",
+    )
 
     # Logging and checkpoints.
     logging_steps: int = Field(1, ge=1, description="print and log metrics every N steps")

@@ -3,6 +3,7 @@
 ```
 RUN_DIR/
   config.yaml            the exact config (``stratagem train --config RUN_DIR/config.yaml`` reruns it)
+  sandbox.json           the sandbox's layers in force and missing on the machine that ran it (each start/resume)
   metrics.jsonl          one JSON line per step: reward (mean, std, per reward function), win rate, score, KL, ...
   tensorboard/           the same scalars as TensorBoard event files (``tensorboard --logdir RUN_DIR``)
   completions/           step-NNNNNN.jsonl: every sampled completion with its reward, parts and outcome
@@ -51,6 +52,10 @@ class RunDir:
     def create(self, config_yaml: str) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         self._atomic_write(self.path / "config.yaml", config_yaml)
+
+    def record_sandbox(self, sandbox: dict[str, Any]) -> None:
+        """Which sandbox layers confined this run's programs (a weaker sandbox is on record, not silent)."""
+        self._atomic_write(self.path / "sandbox.json", json.dumps(sandbox, indent=2) + "\n")
 
     def tensorboard(self, purge_step: int | None = None) -> Any:
         if self._tensorboard is None:

@@ -79,7 +79,9 @@ class Trainer:
         # The environment and its parameters first: a bad --env-params fails before a model is loaded.
         self.runner = Runner(self.spec, config.env_params, workers=config.workers,
                              limits=Limits(move_s=config.move_timeout, episode_s=config.episode_timeout,
-                                           memory_mb=config.memory_mb, cpu_s=config.cpu_seconds))  # fmt: skip
+                                           memory_mb=config.memory_mb, cpu_s=config.cpu_seconds),
+                             allow_weaker_sandbox=config.allow_weaker_sandbox)  # fmt: skip
+        self.sandbox = self.runner.sandbox  # starts the sandbox now: a machine that cannot confine programs fails here
         # Built on first use; seeding comes after, so a run that builds the default model and one that
         # finds it cached start from the same RNG state.
         model_path = config.model_path()
@@ -115,6 +117,7 @@ class Trainer:
             self._restore()
         else:
             self.run.create(config.to_yaml())
+        self.run.record_sandbox(self.sandbox)
 
     # -- the loop ---------------------------------------------------------------------------
 

@@ -1,40 +1,37 @@
 """The parent's handle on one code-sandbox process: start it, run cells, time calls, kill it.
 
-Why a fresh interpreter per episode rather than a fork of the caller: the caller is a server
-with threads and an event loop, which must not be forked, and a child that imports only
-``stratagem.sandbox`` and the standard library starts in about a tenth of a second. The
-child gets a scrubbed environment (no token or key of the server's reaches the code) and ``/``
-as its working directory, and dies with its parent (``PR_SET_PDEATHSIG``); it confines itself
-(``repl_child.py``) before it says it is ready.
+The process is a worker of its own zygote (``pool.py``, payload ``repl_child.py``): the kernel
+confines it exactly as it confines strategy programs, with a writable, size-capped scratch
+directory that is its root and working directory, and that vanishes with the process. Starting
+the zygote (a fresh interpreter: the caller is a server with threads and an event loop, which
+must not be forked) overlaps with the agent's thinking: ``ReplProcess`` returns at once and the
+first request waits for it.
 
-Every limit that protects the caller is enforced here, from outside: a request that gets no
-answer within its time is answered by SIGKILL; a reply is read with a size cap and parsed as
-JSON of the expected shape, or the process is killed as broken. A process that is killed or
-dies takes its variables with it: ``Lost`` says so, with the cause.
+Every limit that protects the caller is enforced here, from outside: the process is stopped
+(SIGSTOP through its pidfd) whenever no request is in flight, so nothing runs between cells; a
+request that gets no complete answer within its time is answered by SIGKILL, however much of a
+reply had arrived; a reply is read without blocking, with a size cap checked before it is read,
+and parsed as JSON of the expected shape, or the process is killed as broken. A process that is
+killed or dies takes its variables with it: ``Lost`` says so, with the cause.
 """
 
 from __future__ import annotations
 
-import os
+import select
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-import stratagem
-from stratagem.sandbox.confine import MAX_VALUE_BYTES
+from stratagem.sandbox.channel import ChannelClosed, FrameTooLarge
+from stratagem.sandbox.confine import LAYERS, MAX_VALUE_BYTES, Policy
+from stratagem.sandbox.pool import LOST, PoolError, Worker, WorkerPool
 
 TIMEOUT_EXIT = 124  # GNU timeout's exit status for "killed for running too long"
 START_TIMEOUT_S = 60.0
-PASSED_ENVIRONMENT = ("PATH", "LD_LIBRARY_PATH", "PYTHONHOME", "PYTHONPATH")
 
 
 @dataclass
@@ -66,57 +63,43 @@ class SandboxStartError(RuntimeError):
     """The sandbox process did not start: a problem of the server, not of the code."""
 
 
-def child_environment() -> dict[str, str]:
-    """Only what Python needs to start, and the directory that holds this package."""
-    env = {key: os.environ[key] for key in PASSED_ENVIRONMENT if key in os.environ}
-    root = str(Path(stratagem.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    env.update(PYTHONDONTWRITEBYTECODE="1", PYTHONIOENCODING="utf-8", LC_ALL="C.UTF-8")
-    return env
-
-
 class ReplProcess:
     """One confined Python process keeping one namespace. Use from one thread; ``kill`` from any."""
 
-    def __init__(self, memory_mb: int, cpu_s: float, max_output_chars: int, watch: str | None = None) -> None:
+    def __init__(self, memory_mb: int, cpu_s: float, max_output_chars: int, watch: str | None = None,
+                 scratch_mb: int = 64, allow_weaker_sandbox: bool = False,
+                 layers: tuple[str, ...] = LAYERS) -> None:  # fmt: skip
         self.cpu_s = cpu_s
         # Three capped texts, each character at most 7 bytes once escaped (a lone surrogate).
         self.max_ran_bytes = 3 * 7 * (max_output_chars + 100) + 2**12
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        policy = Policy(memory_mb=memory_mb, cpu_s=cpu_s, cell=True, scratch_mb=scratch_mb, layers=tuple(layers),
+                        allow_weaker=allow_weaker_sandbox)  # fmt: skip
+        setup = {"max_output_chars": max_output_chars, "watch": watch}
         try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "stratagem.sandbox.repl_child", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                env=child_environment(),
-                cwd="/",
-            )
-        except OSError as exc:
-            ours.close()
-            raise SandboxStartError(f"cannot start the sandbox process: {exc}") from None
-        finally:
-            theirs.close()
-        self._conn = Connection(ours.detach())
+            self._pool = WorkerPool("stratagem.sandbox.repl_child", setup, policy, size=1, wait=False,
+                                    max_frame_bytes=max(self.max_ran_bytes, MAX_VALUE_BYTES + 2**16))  # fmt: skip
+        except PoolError as exc:
+            raise SandboxStartError(str(exc)) from None
+        self._worker: Worker | None = None
         self._lock = threading.Lock()
-        self._ready = False
-        config = {"memory_mb": memory_mb, "cpu_s": cpu_s, "max_output_chars": max_output_chars, "watch": watch}
-        try:
-            self._conn.send_bytes(orjson.dumps(config))
-        except OSError as exc:  # it died at once (a broken interpreter, say)
-            self.kill()
-            raise SandboxStartError(f"the sandbox process exited as it started: {exc}") from None
+        self._lost: Lost | None = None  # once set, every request answers it
+        self._killed = False
 
     @property
     def alive(self) -> bool:
-        return not self._conn.closed and self.process.poll() is None
+        return self._lost is None and not self._killed
+
+    @property
+    def host_pid(self) -> int | None:
+        """The process's pid in the caller's pid namespace (inside its own, it is a small number)."""
+        return self._worker.host_pid if self._worker is not None else None
 
     def run(self, code: str, timeout_s: float) -> Ran:
         """Run one cell; a timeout, a death or a broken reply becomes a Ran with ``state_lost``."""
         self.wait_ready()
         started = time.monotonic()
         try:
-            reply = self._request(orjson.dumps({"t": "run", "code": code}), timeout_s, ("ran",), self.max_ran_bytes)
+            reply = self._request(orjson.dumps({"t": "run", "code": code}), timeout_s, ("ran",))
         except Lost as exc:
             return Ran(stderr=exc.message, exit_code=exc.exit_code, duration_s=time.monotonic() - started,
                        state_lost=True)  # fmt: skip
@@ -132,12 +115,13 @@ class ReplProcess:
     def wait_ready(self) -> None:
         """Block until the process is confined and listening (it starts while the agent thinks).
 
-        Raises SandboxStartError when it cannot start; a process that is gone is left to the
-        next request, which reports it as Lost.
+        Raises SandboxStartError when it cannot start (the pool's message says why: a missing
+        kernel layer, an interpreter that would not start); a process that is gone is left to
+        the next request, which reports it as Lost.
         """
         with self._lock:
             if self.alive:
-                self._wait_ready()
+                self._ensure_worker()
 
     def call(self, name: str, args: list[Any], timeout_s: float, timed: bool = False) -> tuple[Any, float]:
         """``name(*args)`` in the sandbox: (return value, seconds by this process's clock).
@@ -148,10 +132,10 @@ class ReplProcess:
         """
         self.wait_ready()
         if timed:
-            self._request(orjson.dumps({"t": "thrash"}), timeout_s, ("thrashed",), 2**10)
+            self._request(orjson.dumps({"t": "thrash"}), timeout_s, ("thrashed",))
         payload = orjson.dumps({"t": "call", "name": name, "args": args}, option=orjson.OPT_SERIALIZE_NUMPY)
         started = time.perf_counter()
-        reply = self._request(payload, timeout_s, ("value", "error"), MAX_VALUE_BYTES + 2**16)
+        reply = self._request(payload, timeout_s, ("value", "error"))
         elapsed = time.perf_counter() - started
         if reply["t"] == "error":
             message = reply.get("message")
@@ -159,80 +143,101 @@ class ReplProcess:
         return reply.get("v"), elapsed
 
     def kill(self) -> None:
-        """SIGKILL and reap the process; safe from any thread, at any time, more than once."""
-        self._terminate()
-        with self._lock:  # a request in flight sees EOF at once, then lets go
-            self._conn.close()
+        """SIGKILL the process and end its zygote; safe from any thread, at any time, more than once."""
+        self._killed = True
+        worker = self._worker
+        if worker is not None:
+            worker.signal(signal.SIGKILL)  # a request in flight sees the channel close at once, then lets go
+        with self._lock:
+            if self._lost is None and worker is not None:
+                self._lost = self._ended(self._exit_code())  # what a later request reports
+            self._pool.close()
 
     # --- one request, one reply ----------------------------------------------------------
-    def _request(self, payload: bytes, timeout_s: float, expect: tuple[str, ...], max_bytes: int) -> dict[str, Any]:
-        with self._lock:
-            if not self.alive:  # killed from another thread (a closing session), or dead between requests
-                code = self.process.poll()
-                raise Lost(1, "the sandbox process is gone") if code is None else self._ended(code)
-            self._wait_ready()
-            conn = self._conn
-            if conn.poll(0):
-                raise self._lose(1, "the sandbox process sent a message nobody asked for")
+    def _ensure_worker(self) -> Worker:
+        if self._worker is None:
             try:
-                conn.send_bytes(payload)
+                self._worker = self._pool.acquire()
+                self._await(("ready",), START_TIMEOUT_S)
+            except (PoolError, Lost) as exc:
+                self._pool.close()
+                raise SandboxStartError(f"the sandbox process did not start: {getattr(exc, 'message', exc)}") from None
+            self._worker.signal(signal.SIGSTOP)  # nothing runs until the first request
+        return self._worker
+
+    def _request(self, payload: bytes, timeout_s: float, expect: tuple[str, ...]) -> dict[str, Any]:
+        with self._lock:
+            if self._lost is not None:
+                raise self._lost
+            if self._killed:  # killed before it ever started
+                raise Lost(128 + signal.SIGKILL, "the sandbox process was killed by SIGKILL")
+            worker = self._ensure_worker()
+            worker.signal(signal.SIGCONT)
+            try:
+                worker.reader.send(payload, timeout_s)
             except OSError:
                 raise self._died() from None
-            if not conn.poll(timeout_s):
-                raise self._lose(TIMEOUT_EXIT, f"timed out after {timeout_s:g} s: the sandbox process was killed")
-            try:
-                raw = conn.recv_bytes(max_bytes)
-            except EOFError:
-                raise self._died() from None
-            except OSError:  # longer than max_bytes, or a broken channel
-                raise self._lose(1, f"the sandbox process sent a reply over {max_bytes} bytes") from None
-            try:
-                reply = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                raise self._lose(1, "the sandbox process sent a reply that is not JSON") from None
-            if not isinstance(reply, dict) or reply.get("t") not in expect:
-                raise self._lose(1, "the sandbox process sent a reply out of protocol")
+            reply = self._await(expect, timeout_s)
+            worker.signal(signal.SIGSTOP)
             return reply
 
-    def _wait_ready(self) -> None:
-        if self._ready:
-            return
-        if self._conn.poll(START_TIMEOUT_S):
+    def _await(self, expect: tuple[str, ...], timeout_s: float) -> dict[str, Any]:
+        """The next whole reply, within ``timeout_s`` (a half-written one counts as none)."""
+        worker = self._worker
+        assert worker is not None
+        deadline = time.monotonic() + timeout_s
+        while True:
             try:
-                if orjson.loads(self._conn.recv_bytes(2**10)) == {"t": "ready"}:
-                    self._ready = True
-                    return
-            except (EOFError, OSError, orjson.JSONDecodeError):
-                pass
-        self._terminate()
-        self._conn.close()
-        raise SandboxStartError(
-            f"the sandbox process did not start (exit code {self.process.returncode}); the server's stderr shows why"
-        )
+                frames = worker.reader.poll()
+            except ChannelClosed:
+                raise self._died() from None
+            except FrameTooLarge:
+                raise self._lose(1, f"the sandbox process sent a reply over {worker.reader.max_bytes} bytes") from None
+            if frames:
+                if len(frames) > 1:
+                    raise self._lose(1, "the sandbox process sent a message nobody asked for")
+                try:
+                    reply = orjson.loads(frames[0])
+                except orjson.JSONDecodeError:
+                    raise self._lose(1, "the sandbox process sent a reply that is not JSON") from None
+                if not isinstance(reply, dict) or reply.get("t") not in expect:
+                    if isinstance(reply, dict) and reply.get("t") == "setup-failed":
+                        raise self._lose(1, f"the sandbox could not confine its process: {reply.get('message')}")
+                    raise self._lose(1, "the sandbox process sent a reply out of protocol")
+                return reply
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._lose(TIMEOUT_EXIT, f"timed out after {timeout_s:g} s: the sandbox process was killed")
+            select.select([worker.reader], [], [], left)
 
-    def _terminate(self) -> None:
-        self.process.kill()  # a no-op once it has been reaped
-        self.process.wait()
+    def _exit_code(self) -> int | str | None:
+        worker = self._worker
+        return None if worker is None else self._pool.exit_code(worker, timeout_s=2)
 
     def _lose(self, exit_code: int, message: str) -> Lost:
         """Kill the process (the caller holds the lock) and describe the loss."""
-        self._terminate()
-        self._conn.close()
-        return Lost(exit_code, message)
+        if self._worker is not None:
+            self._worker.signal(signal.SIGKILL)
+        self._lost = Lost(exit_code, message)
+        self._pool.close()
+        return self._lost
 
     def _died(self) -> Lost:
         """The channel closed: say how the process ended, by its exit status."""
-        try:
-            code = self.process.wait(timeout=2)
-        except subprocess.TimeoutExpired:  # alive, with its end of the channel closed by a cell
-            return self._lose(1, "the sandbox process closed its channel and was killed")
-        self._conn.close()
-        return self._ended(code)
+        lost = self._ended(self._exit_code())
+        self._lost = lost
+        self._pool.close()
+        return lost
 
-    def _ended(self, code: int) -> Lost:
+    def _ended(self, code: int | str | None) -> Lost:
         """Describe a process that has exited, by its exit status."""
+        if code is None or code == LOST:
+            return Lost(1, "the sandbox process is gone")
         if code == -signal.SIGXCPU:
             return Lost(128 + signal.SIGXCPU, f"the sandbox process used up its CPU budget of {self.cpu_s:g} s")
-        if code < 0:
+        if code == -signal.SIGSYS:
+            return Lost(128 + signal.SIGSYS, "the sandbox process was killed by SIGSYS: it made a system call "
+                        "the sandbox forbids (threads, processes, sockets, signals to others, timers...)")  # fmt: skip
+        if isinstance(code, int) and code < 0:
             return Lost(128 - code, f"the sandbox process was killed by {signal.Signals(-code).name}")
-        return Lost(code, f"the sandbox process exited with code {code}")
+        return Lost(int(code), f"the sandbox process exited with code {code}")

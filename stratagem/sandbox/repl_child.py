@@ -1,13 +1,15 @@
-"""The inside of the code sandbox: one confined process keeps one namespace for one episode.
+"""The inside of the code sandbox: one confined worker keeps one namespace for one episode.
 
-Started by ``repl.py`` as ``python -m stratagem.sandbox.repl_child FD`` with a scrubbed
-environment. It reads its limits, imports the modules code may use, confines itself
-(``confine.py``: rlimits, no network, no process or thread of its own, under root a uid of its
-own) and locks itself down with an audit hook that stays armed for the rest of its life.
-Unlike a strategy program, the code here is plain Python with every builtin, so it can reach
-and rewrite this process's own objects: no phase of this process is trusted once the first
-cell ran. The parent believes only the JSON it validates, enforces time by killing the
-process, and takes timings with its own clock.
+The zygote's payload (``zygote.py``) for code cells: ``prepare`` imports the modules cells may
+use, once, before the sandbox exists; ``serve`` runs in the worker after the kernel has shut it
+in (seccomp, Landlock, namespaces, an unprivileged identity, rlimits), with a writable scratch
+directory as its working directory and root (a size-capped tmpfs that dies with the episode).
+An audit hook stays armed for the rest of its life: it refuses processes, sockets, imports and
+introspection with a PermissionError the cell sees, so honest mistakes fail fast with a clear
+message; the kernel is the boundary either way. The cell's code is plain Python with every
+builtin, so it can reach and rewrite this process's own objects: the parent believes only the
+JSON it validates, enforces time by killing the process, takes timings with its own clock, and
+keeps the process stopped (SIGSTOP) between requests, so no code runs outside a cell.
 
 Requests, one at a time, each answered by one reply:
 
@@ -27,26 +29,30 @@ import ast
 import builtins
 import importlib
 import io
-import os
 import sys
-from multiprocessing.connection import Connection
 from typing import Any
 
 import orjson
 
-from stratagem.sandbox.confine import confine, die_with_parent, encode_value, lock_down
+from stratagem.sandbox import channel
+from stratagem.sandbox.confine import Sandbox, encode_value, lock_down
 from stratagem.sandbox.timing import thrash_caches
 
 # Importable by cells: imported here, before the guard is armed (an import after that is refused).
 PRELOADED = (
-    "array", "bisect", "cmath", "collections", "copy", "datetime", "decimal", "fractions", "functools",
-    "heapq", "itertools", "json", "math", "operator", "random", "re", "statistics", "string", "textwrap",
-    "time", "typing",
+    "array", "bisect", "cmath", "collections", "copy", "csv", "datetime", "decimal", "fractions", "functools",
+    "glob", "heapq", "io", "itertools", "json", "math", "operator", "pathlib", "random", "re", "shutil",
+    "statistics", "string", "tempfile", "textwrap", "time", "typing",
 )  # fmt: skip
-# compile and exec give nothing here: there is no static check to get around. object.__setattr__
-# stays refused: setting a class's attributes could rewrite the guard's own class.
-EXEMPT = ("compile", "exec")
-CHANNEL_FD = 3
+# compile and exec give nothing here: there is no static check to get around. Files are the cell's
+# to use: Landlock and the mount namespace keep them to the scratch directory.
+EXEMPT = (
+    "compile", "exec", "open", "os.listdir", "os.scandir", "os.mkdir", "os.remove", "os.rename", "os.rmdir",
+    "os.chmod", "os.truncate", "os.utime", "os.chdir", "os.link", "os.symlink", "shutil.copyfile",
+    "shutil.copymode", "shutil.copystat", "shutil.copytree", "shutil.rmtree", "shutil.move", "glob.glob",
+    "glob.glob/2", "tempfile.mkstemp", "tempfile.mkdtemp",
+)  # fmt: skip
+MAX_REQUEST_BYTES = 64 * 2**20
 
 
 class Capture(io.TextIOBase):
@@ -147,13 +153,22 @@ def call(request: dict[str, Any], namespace: dict[str, Any], limit: int) -> byte
         return orjson.dumps({"t": "error", "message": str(exc)})
 
 
-def serve(conn: Connection, config: dict[str, Any]) -> None:
+def prepare(setup: dict[str, Any]) -> dict[str, Any]:
+    """In the zygote, before the sandbox exists: import what cells may use (an import after that is refused)."""
+    for name in PRELOADED:
+        importlib.import_module(name)
+    return setup
+
+
+def serve(fd: int, config: dict[str, Any], box: Sandbox) -> None:
+    """In the confined worker: answer requests until the parent closes the channel."""
+    lock_down(EXEMPT)  # for good: nothing here needs a forbidden event from now on
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": dict(vars(builtins))}
     limit, watch, cells = config["max_output_chars"], config.get("watch"), 0
     while True:
         try:
-            request = orjson.loads(conn.recv_bytes())
-        except (EOFError, OSError):
+            request = orjson.loads(channel.receive(fd, MAX_REQUEST_BYTES))
+        except (channel.ChannelClosed, OSError):
             return
         kind = request.get("t")
         if kind == "run":
@@ -166,27 +181,4 @@ def serve(conn: Connection, config: dict[str, Any]) -> None:
             reply = call(request, namespace, limit)
         else:
             return
-        conn.send_bytes(reply)
-
-
-def main(fd: int) -> None:
-    die_with_parent()
-    if fd != CHANNEL_FD:  # descriptors 0-3 and no other: the limit on descriptors then leaves no free one
-        os.dup2(fd, CHANNEL_FD)
-        os.close(fd)
-    conn = Connection(CHANNEL_FD)
-    config = orjson.loads(conn.recv_bytes())
-    try:
-        for name in PRELOADED:
-            importlib.import_module(name)
-        confine(config["memory_mb"], config["cpu_s"], single_process=True)
-        lock_down(EXEMPT)  # for good: nothing here needs a forbidden event from now on
-    except Exception as exc:  # stderr is /dev/null by now: the parent reports it
-        conn.send_bytes(orjson.dumps({"t": "failed", "message": f"{type(exc).__name__}: {exc}"}))
-        return
-    conn.send_bytes(orjson.dumps({"t": "ready"}))
-    serve(conn, config)
-
-
-if __name__ == "__main__":
-    main(int(sys.argv[1]))
+        channel.send(fd, reply)
