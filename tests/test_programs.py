@@ -74,6 +74,12 @@ def test_imported_modules_are_proxies_without_module_attributes():
     random_proxy, typing_proxy = build(check(source, STRATEGY), STRATEGY)(None)
     assert callable(random_proxy.choice) and not hasattr(typing_proxy, "sys")
     assert not hasattr(random_proxy, "_os")
+    # No door to dunders by run-time names (update_wrapper's ``updated``), nor a metaclass to call.
+    source = "import functools\nimport typing\n\ndef strategy(board):\n    return (functools, typing)\n"
+    functools_proxy, typing_proxy = build(check(source, STRATEGY), STRATEGY)(None)
+    assert not hasattr(functools_proxy, "update_wrapper") and not hasattr(functools_proxy, "wraps")
+    assert callable(functools_proxy.reduce) and callable(functools_proxy.lru_cache)
+    assert not hasattr(typing_proxy, "ABCMeta") and hasattr(typing_proxy, "List")
 
 
 @pytest.mark.parametrize(
@@ -109,6 +115,12 @@ def test_imported_modules_are_proxies_without_module_attributes():
         ("def play(board):\n    return '0'", "signature"),
         ("import functools\n@functools.lru_cache\ndef strategy(board):\n    return '0'", "signature"),
         ("def strategy(__board):\n    return '0'", "dunder"),
+        # a class pattern reads attributes by the names it gives: the same rules as attribute access
+        ("def strategy(board):\n    match board:\n        case object(__class__=c):\n            return c", "dunder"),
+        ("def strategy(board):\n    match board:\n        case object(_hidden=h):\n            return h", "dunder"),
+        ("def strategy(board):\n    match board:\n        case object(gi_frame=f):\n            return f", "dunder"),
+        ("def strategy(board):\n    match board:\n        case [*__rest]:\n            return '0'", "dunder"),
+        ("def strategy(board):\n    return dict(__class__=board)", "dunder"),
     ],
 )
 def test_each_rule_names_itself(source, rule):

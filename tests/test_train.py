@@ -65,6 +65,9 @@ def test_two_step_train_writes_the_whole_run_directory(smoke_run, capsys):
     assert (smoke_run / "checkpoints" / "latest").read_text().strip() == "step-000002"
     assert (smoke_run / "adapter" / "adapter_config.json").is_file()
     assert (smoke_run / "merged" / "config.json").is_file()
+    sandbox = json.loads((smoke_run / "sandbox.json").read_text())  # the layers that confined its programs
+    assert set(sandbox["applied"]) == {"namespaces", "identity", "landlock", "seccomp", "rlimits"}
+    assert sandbox["missing"] == {} and sandbox["allow_weaker"] is False
     # The best program is a runnable strategy, and its episodes were recorded.
     best = json.loads((smoke_run / "best.json").read_text())
     second = (smoke_run / "completions" / "step-000002.jsonl").read_text().splitlines()

@@ -28,7 +28,7 @@ from stratagem.agents.programs import Program
 from stratagem.agents.results import ERROR_KINDS, EpisodeResult
 from stratagem.envs.core import EnvError, Environment, InvalidAction, Observation
 from stratagem.sandbox.channel import ChannelClosed, FrameTooLarge
-from stratagem.sandbox.confine import FORBIDDEN_EXIT
+from stratagem.sandbox.confine import FORBIDDEN_EXIT, MAX_VALUE_BYTES
 from stratagem.sandbox.pool import LOST, PoolError, Worker
 from stratagem.viz.recording import RecordingWriter, recording_path
 
@@ -39,7 +39,8 @@ MAX_MESSAGE = 500
 # How far past its limit a call may run before the parent notices: the worker holds moves back up to
 # FLUSH_S (worker.py), and the parent looks every SCHEDULE_TICK_S (runner.py); both are small.
 CLOCK_SLACK_S = 0.1
-MAX_ACTIONS = 1_000_000  # per episode: past this the worker is flooding, not playing
+PLAY_FRAME_BYTES = 1 << 20  # a play frame holds the moves of ~2 ms; far more is a worker flooding the parent
+CALL_FRAME_BYTES = MAX_VALUE_BYTES + (1 << 16)  # one return value
 
 
 class ServerFailed(RuntimeError):
@@ -50,6 +51,7 @@ class Job:
     """One program on its seeds, in one worker. Subclasses drive the two modes."""
 
     mode = ""
+    frame_bytes = CALL_FRAME_BYTES
 
     def __init__(self, runner: Runner, index: int, program: Program, seeds: list[int], record: Path | None,
                  attempt: int = 1) -> None:  # fmt: skip
@@ -66,6 +68,7 @@ class Job:
 
     def start(self, worker: Worker) -> None:
         self.worker = worker
+        worker.reader.max_bytes = self.frame_bytes
         self.started = self.episode_started = self.clock = time.monotonic()
         secret = self.runner.secret
         from stratagem.sandbox.keys import derive_seed
@@ -153,7 +156,11 @@ class Job:
 
     def died(self) -> None:
         """The worker's channel closed before it said it was done: find out why from its exit status."""
-        code = self.runner.pool.exit_code(self.worker)
+        pool = self.runner.pool
+        code = pool.exit_code(self.worker, timeout_s=1.0)
+        if code is None and self.confined and self.worker.alive():  # it closed its channel and runs on
+            self.kill()
+            return self.forfeit("forbidden", "the worker closed its channel to the parent and kept running")
         if code == LOST or code is None or not self.confined:
             # Its zygote died (or stopped answering), or it died before it could read the program: not the
             # program's doing. The runner plays the rest again in a fresh worker.
@@ -200,6 +207,7 @@ class PlayJob(Job):
     """The worker plays its own copy of the game; the parent replays the actions on its own."""
 
     mode = "play"
+    frame_bytes = PLAY_FRAME_BYTES
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -211,9 +219,11 @@ class PlayJob(Job):
         actions = message.get("a")
         if not isinstance(actions, list) or (kind == "moves" and not actions):
             return False  # a frame of moves holds moves: the parent's clock must mean "a call finished"
+        if not all(type(action) is dict for action in actions):
+            return False  # a worker reports actions as our code made them: dicts of an action's fields
         self.actions.extend(actions)
-        if len(self.actions) > MAX_ACTIONS:
-            return False
+        if len(self.actions) > self.runner.max_actions:
+            return False  # more moves than an episode may have: flooding, not playing
         if kind == "episode":
             result = self.replay(message, self.actions)
             self.actions = []

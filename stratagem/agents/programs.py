@@ -304,6 +304,17 @@ def _check_node(node: ast.AST, allowed: set[str]) -> None:
         _refuse("class", "class definitions are not allowed; use functions, tuples and dicts", node)
     elif isinstance(node, (ast.Global, ast.Nonlocal)) and any(_is_dunder(n) for n in node.names):
         _refuse("dunder", "dunder names are not allowed", node)
+    elif isinstance(node, ast.MatchClass):  # ``case C(__globals__=g)`` reads attributes by the names it gives
+        for attr in node.kwd_attrs:
+            if attr.startswith("_") or attr in INTROSPECTION_ATTRIBUTES:
+                _refuse("dunder", f"class pattern attribute {attr!r}: private, dunder and introspection "
+                        "attributes are not allowed", node)  # fmt: skip
+    elif isinstance(node, (ast.MatchAs, ast.MatchStar, ast.MatchMapping)):
+        name = node.rest if isinstance(node, ast.MatchMapping) else node.name
+        if name and _is_dunder(name):
+            _refuse("dunder", f"dunder names ({name!r}) are not allowed", node)
+    elif isinstance(node, ast.keyword) and node.arg and _is_dunder(node.arg):
+        _refuse("dunder", f"dunder keyword arguments ({node.arg!r}) are not allowed", node)
     elif isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
         text = node.value if isinstance(node.value, str) else node.value.decode("latin-1")
         if "__" in text:
@@ -333,6 +344,9 @@ def _check_signature(tree: ast.Module, strategy: StrategySpec) -> None:
 # Class factories build their classes with exec and frame lookups, which the sandbox's audit
 # hook refuses; programs may not define classes anyway, so these are simply absent.
 CLASS_FACTORIES = frozenset({"namedtuple", "NamedTuple", "TypedDict", "NewType", "get_type_hints"})
+# Functions that read or write attributes by names given at run time (``update_wrapper(f, g,
+# updated=("_" * 2 + "globals" + "_" * 2,))``): a door to any object's dunders, so absent too.
+REFLECTIVE = frozenset({"update_wrapper", "wraps"})
 
 
 class _ModuleProxy(types.SimpleNamespace):
@@ -340,11 +354,16 @@ class _ModuleProxy(types.SimpleNamespace):
 
 
 def _proxy(name: str) -> _ModuleProxy:
+    """Public attributes only; no module, class factory, reflective function or metaclass (``typing.ABCMeta``:
+    calling a metaclass makes a class without a ``class`` statement)."""
     module = importlib.import_module(name)
     public = {
         key: value
         for key, value in vars(module).items()
-        if not key.startswith("_") and not isinstance(value, types.ModuleType) and key not in CLASS_FACTORIES
+        if not key.startswith("_")
+        and not isinstance(value, types.ModuleType)
+        and key not in CLASS_FACTORIES | REFLECTIVE
+        and not (isinstance(value, type) and issubclass(value, type))
     }
     return _ModuleProxy(**public)
 

@@ -43,6 +43,7 @@ __all__ = ["ERROR_KINDS", "EpisodeResult", "Limits", "PoolError", "ProgramResult
            "ServerFailed"]  # fmt: skip
 SCHEDULE_TICK_S = 0.02  # how often the parent looks at the clocks of workers that sent nothing
 MAX_ATTEMPTS = 3  # a job whose worker was lost with its zygote is played again, this many times in all
+MAX_ACTIONS = 1_000_000  # moves per episode, for environments that declare no max_episode_steps
 
 
 @dataclass
@@ -79,6 +80,8 @@ class Runner:
             raise ValueError(f"workers must be a positive integer, got {workers!r}")
         # Timed calls run one at a time, so that programs do not share the CPU while being timed.
         self.workers = 1 if self.timed else (workers or os.cpu_count() or 1)
+        steps = self.params.get("max_episode_steps", self.spec.max_episode_steps)
+        self.max_actions = steps if type(steps) is int and steps > 0 else MAX_ACTIONS  # per episode reported
         self.policy = Policy(memory_mb=self.limits.memory_mb, cpu_s=self.limits.cpu_s, layers=tuple(layers),
                              allow_weaker=allow_weaker_sandbox)  # fmt: skip
         self.secret = secret if secret is not None else machine_secret()

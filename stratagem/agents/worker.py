@@ -22,6 +22,7 @@ its caches, then the parent's clock covers the arguments' arrival, the call and 
 from __future__ import annotations
 
 import importlib
+import os
 import random
 import time
 from collections.abc import Callable
@@ -76,7 +77,7 @@ def serve(fd: int, state: WorkerState, box: Sandbox) -> None:
     strategy = state.spec.strategy
     program = Program(source=job["source"], function=strategy.function, sha=job["sha"])
     namespace = new_namespace(strategy)
-    watch_program(namespace, lambda event: send({"t": "forbidden", "event": event[:100]}))
+    watch_program(namespace, _reporter(fd))
     random.seed(job["program_seeds"][0])
     try:
         fn = build(program, strategy, namespace)
@@ -93,6 +94,17 @@ def serve(fd: int, state: WorkerState, box: Sandbox) -> None:
     else:
         _answer(call, fd, send)
     send({"t": "done"})
+
+
+def _reporter(fd: int) -> Callable[[str], None]:
+    """The audit hook's report: everything it uses captured now, before a program could rewire a module."""
+    write, dumps, header = os.write, orjson.dumps, channel.HEADER.pack
+
+    def report(event: str) -> None:
+        data = dumps({"t": "forbidden", "event": event[:100]})
+        write(fd, header(len(data)) + data)
+
+    return report
 
 
 class ProgramFailed(Exception):

@@ -16,6 +16,7 @@ import struct
 
 HEADER = struct.Struct("!I")
 CHUNK = 1 << 16
+POLL_BYTES = 1 << 18  # read at most this much per poll: a flood of frames cannot hold the parent in one call
 
 
 class ChannelClosed(Exception):
@@ -59,19 +60,20 @@ class FrameReader:
         sock.setblocking(False)
         self.sock, self.max_bytes = sock, max_bytes
         self._buffer = bytearray()
-        self._needed = HEADER.size  # bytes the frame being read still lacks, header included
         self.closed = False
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
     def poll(self) -> list[bytes]:
-        """Every frame that is now complete, without blocking; raises ChannelClosed once the stream
-        ended (after handing out the frames before the end) and FrameTooLarge at a frame over the cap."""
+        """The frames completed by what the socket holds now (at most POLL_BYTES of it), without
+        blocking; raises ChannelClosed once the stream ended (after handing out the frames before the
+        end) and FrameTooLarge at a frame over the cap."""
         frames: list[bytes] = []
-        while True:
+        budget = POLL_BYTES
+        while budget > 0:
             try:
-                data = self.sock.recv(max(CHUNK, self._needed))
+                data = self.sock.recv(CHUNK)
             except (BlockingIOError, InterruptedError):
                 return frames
             except OSError as exc:  # a reset connection reads as its end
@@ -83,22 +85,23 @@ class FrameReader:
                 if frames:
                     return frames
                 raise ChannelClosed("the worker closed its channel")
+            budget -= len(data)
             self._buffer += data
             frames.extend(self._complete())
+        return frames
 
     def _complete(self) -> list[bytes]:
-        frames, buffer = [], self._buffer
-        while len(buffer) >= HEADER.size:
-            (size,) = HEADER.unpack_from(buffer)
+        frames, buffer, start = [], self._buffer, 0
+        while len(buffer) - start >= HEADER.size:
+            (size,) = HEADER.unpack_from(buffer, start)
             if size > self.max_bytes:
                 raise FrameTooLarge(f"the worker sent a frame of {size} bytes, over the cap of {self.max_bytes}")
-            if len(buffer) < HEADER.size + size:
-                self._needed = HEADER.size + size - len(buffer)
+            end = start + HEADER.size + size
+            if len(buffer) < end:
                 break
-            frames.append(bytes(buffer[HEADER.size : HEADER.size + size]))
-            del buffer[: HEADER.size + size]
-        else:
-            self._needed = HEADER.size - len(buffer)
+            frames.append(bytes(buffer[start + HEADER.size : end]))
+            start = end
+        del buffer[:start]  # once per read: many small frames cost no repeated shifting
         return frames
 
     def send(self, payload: bytes, timeout_s: float = 10.0) -> None:

@@ -121,7 +121,6 @@ def prepare(policy: Policy) -> Sandbox:
     if "rlimits" in requested:
         box.applied["rlimits"] = f"{policy.memory_mb} MB, {policy.cpu_s:g} CPU s, no files, no processes"
     box.devnull = os.open(os.devnull, os.O_RDWR)
-    box.statm = os.open("/proc/self/statm", os.O_RDONLY)
     return box
 
 
@@ -251,7 +250,7 @@ def confine_worker(box: Sandbox, channel_fd: int) -> int:
     os.dup2(box.devnull, 2)
     if channel_fd != 3:
         os.dup2(channel_fd, 3)
-    vm_bytes = int(os.pread(box.statm, 64, 0).split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    vm_bytes = int(os.pread(box.statm, 64, 0).split()[0]) * os.sysconf("SC_PAGE_SIZE") if box.statm >= 0 else None
     os.closerange(4, 1 << 16)  # the zygote's descriptors (control socket, /dev/null, statm) and the channel's copy
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past RLIMIT_FSIZE fails with EFBIG, visibly
     policy = box.policy
@@ -275,12 +274,12 @@ def confine_worker(box: Sandbox, channel_fd: int) -> int:
     return 3
 
 
-def _set_limits(policy: Policy, vm_bytes: int) -> None:
+def _set_limits(policy: Policy, vm_bytes: int | None) -> None:
     used = resource.getrusage(resource.RUSAGE_SELF)
     cpu = math.ceil(used.ru_utime + used.ru_stime + policy.cpu_s)
     scratch = policy.scratch_mb * 2**20 if policy.cell else 0
-    limits = [
-        (resource.RLIMIT_AS, vm_bytes + policy.memory_mb * 2**20, None),
+    limits = [] if vm_bytes is None else [(resource.RLIMIT_AS, vm_bytes + policy.memory_mb * 2**20, None)]
+    limits += [
         # The soft limit sends SIGXCPU (read by the parent as "out of CPU time"), the hard one SIGKILL a second later.
         (resource.RLIMIT_CPU, cpu, cpu + 1),
         (resource.RLIMIT_FSIZE, scratch, None),
@@ -340,7 +339,7 @@ FORBIDDEN_PREFIXES = (
     "open", "os.", "subprocess.", "socket.", "ctypes.", "import", "sys.", "code.", "function.", "compile",
     "exec", "marshal.", "pickle.", "shutil.", "signal.", "resource.", "builtins.input", "urllib.", "http.",
     "ftplib.", "smtplib.", "sqlite3.", "glob.", "tempfile.", "gc.", "mmap.", "_posixsubprocess", "object.",
-    "cpython.", "fcntl.", "pty.", "syslog.", "time.sleep", "winreg.", "msvcrt.",
+    "cpython.", "fcntl.", "pty.", "syslog.", "winreg.", "msvcrt.",
 )  # fmt: skip
 
 
@@ -368,8 +367,10 @@ def watch_program(namespace: dict[str, Any], report: Callable[[str], None], exem
         finally:
             busy[0] = False
         if frame is not None:
-            report(event)
-            leave(FORBIDDEN_EXIT)
+            try:
+                report(event)
+            finally:  # whatever the report met (a module the program rewired), the process ends here
+                leave(FORBIDDEN_EXIT)
 
     sys.addaudithook(hook)
 

@@ -88,6 +88,12 @@ class Worker:
                     return pid if pid > 0 else None
         return None
 
+    def alive(self) -> bool:
+        """Whether the process still runs (its pidfd is readable once it has exited)."""
+        if self.pidfd is None:
+            return False
+        return not select.select([self.pidfd], [], [], 0)[0]
+
     def signal(self, signum: int) -> None:
         """Deliver a signal straight to the worker (SIGSTOP, SIGCONT, SIGKILL), no zygote involved."""
         if self.pidfd is not None:

@@ -17,6 +17,7 @@ killed or dies takes its variables with it: ``Lost`` says so, with the cause.
 
 from __future__ import annotations
 
+import secrets
 import select
 import signal
 import threading
@@ -99,7 +100,7 @@ class ReplProcess:
         self.wait_ready()
         started = time.monotonic()
         try:
-            reply = self._request(orjson.dumps({"t": "run", "code": code}), timeout_s, ("ran",))
+            reply = self._request({"t": "run", "code": code}, timeout_s, ("ran",))
         except Lost as exc:
             return Ran(stderr=exc.message, exit_code=exc.exit_code, duration_s=time.monotonic() - started,
                        state_lost=True)  # fmt: skip
@@ -132,10 +133,9 @@ class ReplProcess:
         """
         self.wait_ready()
         if timed:
-            self._request(orjson.dumps({"t": "thrash"}), timeout_s, ("thrashed",))
-        payload = orjson.dumps({"t": "call", "name": name, "args": args}, option=orjson.OPT_SERIALIZE_NUMPY)
+            self._request({"t": "thrash"}, timeout_s, ("thrashed",))
         started = time.perf_counter()
-        reply = self._request(payload, timeout_s, ("value", "error"))
+        reply = self._request({"t": "call", "name": name, "args": args}, timeout_s, ("value", "error"))
         elapsed = time.perf_counter() - started
         if reply["t"] == "error":
             message = reply.get("message")
@@ -165,7 +165,11 @@ class ReplProcess:
             self._worker.signal(signal.SIGSTOP)  # nothing runs until the first request
         return self._worker
 
-    def _request(self, payload: bytes, timeout_s: float, expect: tuple[str, ...]) -> dict[str, Any]:
+    def _request(self, message: dict[str, Any], timeout_s: float, expect: tuple[str, ...]) -> dict[str, Any]:
+        """Send ``message`` with a fresh nonce; the reply must carry it back. A cell that writes a reply
+        of its own on the channel cannot know the nonce, so a forged reply is out of protocol."""
+        nonce = secrets.token_hex(8)
+        payload = orjson.dumps({**message, "n": nonce}, option=orjson.OPT_SERIALIZE_NUMPY)
         with self._lock:
             if self._lost is not None:
                 raise self._lost
@@ -177,11 +181,11 @@ class ReplProcess:
                 worker.reader.send(payload, timeout_s)
             except OSError:
                 raise self._died() from None
-            reply = self._await(expect, timeout_s)
+            reply = self._await(expect, timeout_s, nonce)
             worker.signal(signal.SIGSTOP)
             return reply
 
-    def _await(self, expect: tuple[str, ...], timeout_s: float) -> dict[str, Any]:
+    def _await(self, expect: tuple[str, ...], timeout_s: float, nonce: str | None = None) -> dict[str, Any]:
         """The next whole reply, within ``timeout_s`` (a half-written one counts as none)."""
         worker = self._worker
         assert worker is not None
@@ -200,7 +204,7 @@ class ReplProcess:
                     reply = orjson.loads(frames[0])
                 except orjson.JSONDecodeError:
                     raise self._lose(1, "the sandbox process sent a reply that is not JSON") from None
-                if not isinstance(reply, dict) or reply.get("t") not in expect:
+                if not isinstance(reply, dict) or reply.get("t") not in expect or reply.get("n") != nonce:
                     if isinstance(reply, dict) and reply.get("t") == "setup-failed":
                         raise self._lose(1, f"the sandbox could not confine its process: {reply.get('message')}")
                     raise self._lose(1, "the sandbox process sent a reply out of protocol")

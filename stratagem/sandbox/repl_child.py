@@ -137,20 +137,20 @@ def run(code: str, namespace: dict[str, Any], cell: str, limit: int, watch: str 
             "result": result, "rebound": rebound}  # fmt: skip
 
 
-def call(request: dict[str, Any], namespace: dict[str, Any], limit: int) -> bytes:
+def call(request: dict[str, Any], namespace: dict[str, Any], limit: int, nonce: str) -> bytes:
     fn = namespace.get(request["name"])
     if not callable(fn):
-        return orjson.dumps({"t": "error", "message": f"{request['name']} is not defined as a function"})
+        return orjson.dumps({"t": "error", "message": f"{request['name']} is not defined as a function", "n": nonce})
     try:
         value = fn(*request["args"])
     except BaseException as exc:  # the function's own failure
         stream = Capture(limit)
         report(exc, stream)
-        return orjson.dumps({"t": "error", "message": stream.text()})
+        return orjson.dumps({"t": "error", "message": stream.text(), "n": nonce})
     try:
-        return encode_value(value)
+        return encode_value(value, n=nonce)
     except ValueError as exc:  # not plain data: the message says what to return instead
-        return orjson.dumps({"t": "error", "message": str(exc)})
+        return orjson.dumps({"t": "error", "message": str(exc), "n": nonce})
 
 
 def prepare(setup: dict[str, Any]) -> dict[str, Any]:
@@ -170,15 +170,15 @@ def serve(fd: int, config: dict[str, Any], box: Sandbox) -> None:
             request = orjson.loads(channel.receive(fd, MAX_REQUEST_BYTES))
         except (channel.ChannelClosed, OSError):
             return
-        kind = request.get("t")
+        kind, nonce = request.get("t"), request.get("n")  # every reply carries its request's nonce back
         if kind == "run":
             cells += 1
-            reply = orjson.dumps(run(request["code"], namespace, f"<cell {cells}>", limit, watch))
+            reply = orjson.dumps({**run(request["code"], namespace, f"<cell {cells}>", limit, watch), "n": nonce})
         elif kind == "thrash":
             thrash_caches()
-            reply = orjson.dumps({"t": "thrashed"})
+            reply = orjson.dumps({"t": "thrashed", "n": nonce})
         elif kind == "call":
-            reply = call(request, namespace, limit)
+            reply = call(request, namespace, limit, nonce)
         else:
             return
         channel.send(fd, reply)

@@ -87,7 +87,8 @@ def main(control_fd: int) -> None:
 def _zygote(control: socket.socket, box: Sandbox, payload: Any, state: Any) -> None:
     die_with_parent()
     try:
-        box.statm = os.open("/proc/self/statm", os.O_RDONLY)  # this process's, which every fork starts as
+        if os.path.exists("/proc/self/statm"):  # this process's size, which every fork starts at
+            box.statm = os.open("/proc/self/statm", os.O_RDONLY)
         make_root(box)
     except Exception as exc:
         return _say(control, {"t": "error", "message": f"the sandbox could not be set up: {exc}"})
