@@ -48,7 +48,7 @@ from stratagem.agents.rewards import Rubric, outcomes
 from stratagem.agents.runner import Limits, PoolError, Runner
 from stratagem.envs.sandbox import SandboxEnv
 from stratagem.envs.spec import resolve
-from stratagem.sandbox.channel import FrameReader
+from stratagem.sandbox.channel import HEADER, POLL_BYTES, FrameReader
 from stratagem.sandbox.keys import cache_root
 from stratagem.sandbox.pool import WorkerPool
 from tests.sandbox_raw import run_raw
@@ -565,15 +565,12 @@ def _source(behaviour: str) -> str:
 @pytest.fixture(scope="module")
 def worker_results() -> dict[str, Any]:
     runner = _hostile_runner()
-    try:
-        started = time.monotonic()
+    try:  # a lying worker that hung the parent would hit pytest-timeout here
         results = runner.evaluate([_source(b) for b, _ in WORKER_ATTACKS] + [HONEST], seeds=[SEED])
-        elapsed = time.monotonic() - started
         [after] = runner.evaluate([HONEST], seeds=[SEED])  # the same runner, after every bad frame
     finally:
         runner.close()
-    return {"elapsed": elapsed, "after": after, **dict(zip([b for b, _ in WORKER_ATTACKS] + ["honest"], results,
-                                                           strict=True))}  # fmt: skip
+    return {"after": after, **dict(zip([b for b, _ in WORKER_ATTACKS] + ["honest"], results, strict=True))}
 
 
 @pytest.mark.parametrize(
@@ -588,7 +585,6 @@ def test_a_lying_worker_is_scored_as_expected(worker_results: dict[str, Any], be
 
 
 def test_lying_workers_never_hang_the_parent_and_honest_programs_still_play(worker_results: dict[str, Any]) -> None:
-    assert worker_results["elapsed"] < 30
     with Runner("2048", workers=1, limits=LIMITS) as fresh:
         [clean] = fresh.evaluate([HONEST], seeds=[SEED])
     for honest in (worker_results["honest"], worker_results["after"]):
@@ -630,20 +626,23 @@ def test_a_lying_worker_costs_the_parent_little_memory(behaviour: str, limit_mb:
     assert grown < limit_mb, f"the parent's peak memory grew by {grown:.0f} MB"
 
 
-class _TimedPolls:
-    """Wraps ``FrameReader.poll`` (the parent's only read) to record how long each call held the parent."""
+class _CountedPolls:
+    """Wraps ``FrameReader.poll`` (the parent's only read) to count the frames each call handed back: a read
+    is bounded (``POLL_BYTES``), so a flood cannot keep the parent in it, whatever the machine's speed."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls: list[tuple[float, int]] = []  # (seconds, frames returned)
+        self.frames: list[int] = []
         original = FrameReader.poll
 
         def poll(reader: FrameReader) -> list[bytes]:
-            started = time.monotonic()
             frames = original(reader)
-            self.calls.append((time.monotonic() - started, len(frames)))
+            self.frames.append(len(frames))
             return frames
 
         monkeypatch.setattr(FrameReader, "poll", poll)
+
+    def bounded(self) -> bool:
+        return max(self.frames) <= POLL_BYTES // HEADER.size + 1  # every frame is at least its header
 
 
 @pytest.mark.timeout(60)
@@ -651,13 +650,12 @@ def test_a_worker_flooding_tiny_frames_cannot_hold_the_parent_in_one_read(monkey
     runner = _hostile_runner(workers=1)
     try:
         runner.evaluate([HONEST], seeds=[SEED])
-        polls = _TimedPolls(monkeypatch)
+        polls = _CountedPolls(monkeypatch)
         [result] = runner.evaluate([_source("TINY_FLOOD")], seeds=[SEED])
     finally:
         runner.close()
     assert outcomes(result) == ["cheat"], _detail(result)
-    longest, frames = max(polls.calls)
-    assert longest < 0.5 and frames < 100_000, f"one poll held the parent {longest:.1f} s and returned {frames} frames"
+    assert polls.bounded(), f"one poll returned {max(polls.frames)} frames"
 
 
 # --- code-sandbox cells ----------------------------------------------------------------------------
@@ -821,17 +819,14 @@ def test_a_cell_flooding_tiny_frames_is_stopped_at_its_timeout(monkeypatch: pyte
     try:
         env.reset(seed=0)
         env.step({"code": "1"})
-        polls = _TimedPolls(monkeypatch)
+        polls = _CountedPolls(monkeypatch)
         flood = "import os\nchunk = b'\\x00\\x00\\x00\\x02{}' * (8 * 2**20 // 6)\nfor _ in range(6):\n"
         flood += "    os.write(3, chunk)"
-        started = time.monotonic()
         obs = env.step({"code": flood})
-        took = time.monotonic() - started
         assert obs.state_lost and env.step({"code": "'alive'"}).result == "'alive'"
     finally:
         env.close()
-    longest, frames = max(polls.calls)
-    assert took < 2.0 and longest < 0.5, f"env.step took {took:.1f} s; one poll {longest:.1f} s, {frames} frames"
+    assert polls.bounded(), f"one poll returned {max(polls.frames)} frames"
 
 
 def test_a_forged_reply_cannot_shift_later_observations() -> None:
@@ -862,9 +857,10 @@ def test_a_cell_cannot_precompute_the_matmul_tasks_next_trials() -> None:
         "import random\n"
         + MATMUL_DRAW
         + (
-            "def matmul(A, B):\n"
+            "HITS = []\n\n\ndef matmul(A, B):\n"
             "    key = (len(A), len(B), A[0][0])\n"
             "    if key in SAVED:\n"
+            "        HITS.append(key)\n"
             "        return SAVED[key]\n"
             "    for reset_seed in range(1000):\n"
             "        outer = random.Random(reset_seed)\n"
@@ -878,17 +874,15 @@ def test_a_cell_cannot_precompute_the_matmul_tasks_next_trials() -> None:
             "    return textbook(A, B)\n"
         )
     )
-    rewards = {}
-    for name, code in (("honest", MATMUL_TEXTBOOK), ("predictor", predictor)):
-        env = SandboxEnv(timeout_s=10, memory_mb=256, cpu_s=60, task="matmul", task_params={"size": 48, "trials": 3})
-        try:
-            env.reset(seed=123)
-            obs = env.step({"code": code})
-            assert obs.task_outcome is not None and obs.task_outcome.error is None, obs.task_outcome
-            rewards[name] = obs.reward
-        finally:
-            env.close()
-    assert rewards["predictor"] < 2 * rewards["honest"], rewards  # the median speedup
+    env = SandboxEnv(timeout_s=10, memory_mb=256, cpu_s=60, task="matmul", task_params={"size": 48, "trials": 3})
+    try:
+        env.reset(seed=123)
+        obs = env.step({"code": predictor})
+        assert obs.task_outcome is not None and obs.task_outcome.error is None, obs.task_outcome
+        hits = env.step({"code": "len(HITS)"}).result  # trials answered from a product computed in advance
+    finally:
+        env.close()
+    assert hits == "0", f"{hits} of 3 trials were known before they arrived"
 
 
 # --- raw code: no Python check at all, only the kernel ------------------------------------------------

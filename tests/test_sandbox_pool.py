@@ -7,7 +7,6 @@ import os
 import random
 import signal
 import threading
-import time
 
 import pytest
 
@@ -129,10 +128,8 @@ def test_a_worker_stopped_from_outside_is_timed_out_by_the_parents_clock():
             return worker
 
         pool.acquire = acquire_and_freeze  # type: ignore[method-assign]
-        started = time.monotonic()
-        [result] = runner.evaluate([slow], [0])
+        [result] = runner.evaluate([slow], [0])  # a parent that waited on the frozen worker would hit the timeout
     assert outcomes(result) == ["timeout"] and "took over 0.5 s" in result.episodes[0].message
-    assert time.monotonic() - started < 10
 
 
 def test_serve_sandbox_refuses_a_weaker_sandbox_before_it_listens(capsys, monkeypatch):
