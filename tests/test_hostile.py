@@ -701,7 +701,7 @@ CELL_ATTACKS: list[tuple[str, str, str]] = [
     ("SIGSTOP the zygote (pid 1 inside)", "import os\nos.kill(1, 19)", "refused"),
     ("ctypes.pythonapi to run C", "import ctypes\nctypes.pythonapi.PyRun_SimpleString(b'1')", "refused"),
     ("unhook the audit hook by emptying FORBIDDEN_PREFIXES",
-     "import sys, socket\nsys.modules['stratagem.sandbox.confine'].FORBIDDEN_PREFIXES = ()\nsocket.socket()",
+     "import sys, socket\nsys.modules['stratagem.sandbox.audit'].FORBIDDEN_PREFIXES = ()\nsocket.socket()",
      "refused"),
     ("fill the scratch directory past its size",
      "with open('big', 'wb') as f:\n    for _ in range(100):\n        f.write(b'x' * 2**20)", "error:OSError"),

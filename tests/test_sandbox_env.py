@@ -122,7 +122,7 @@ def test_hostile_code_is_refused_and_harms_nothing(env, tmp_path, monkeypatch):
         "import os\nos.kill(os.getppid(), 9)": "forbidden in the sandbox: os.kill",
         "import ctypes\nctypes.CDLL(None).system(b'true')": "forbidden in the sandbox: ctypes",
         # A module of this process can be rewritten (that is not audited), but the hook keeps what it captured.
-        "import sys\nsys.modules['stratagem.sandbox.confine'].FORBIDDEN_PREFIXES = ()\n"
+        "import sys\nsys.modules['stratagem.sandbox.audit'].FORBIDDEN_PREFIXES = ()\n"
         "import os\nos.system('true')": "forbidden in the sandbox: os.system",
         "big = bytearray(8 * 2**30)": "MemoryError",
     }

@@ -30,7 +30,8 @@ from typing import Any
 import pytest
 
 from stratagem.sandbox import landlock
-from stratagem.sandbox.confine import FORBIDDEN_EXIT, LAYERS, UID_BASE, Policy
+from stratagem.sandbox.audit import FORBIDDEN_EXIT
+from stratagem.sandbox.confine import LAYERS, UID_BASE, Policy
 from stratagem.sandbox.pool import WorkerPool
 from tests.sandbox_raw import RawResult, run_raw
 
@@ -451,7 +452,7 @@ def test_cell_still_makes_no_nodes_processes_or_sockets(arena, missing, name):
 # --- the Python-level classification (not a boundary) -------------------------------------------
 WATCHED = """
 import sys
-from stratagem.sandbox.confine import watch_program
+from stratagem.sandbox.audit import watch_program
 
 namespace = {"__builtins__": __builtins__, "__name__": "program"}
 exempt = ["open"] if sys.argv[1] == "exempt" else []

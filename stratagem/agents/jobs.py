@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from pydantic import ValidationError
 
 from stratagem.agents.programs import Program
+from stratagem.agents.remote import RemoteGame
 from stratagem.agents.results import ERROR_KINDS, EpisodeResult
 from stratagem.envs.core import EnvError, Environment, InvalidAction, Observation
+from stratagem.sandbox.audit import FORBIDDEN_EXIT, MAX_VALUE_BYTES
 from stratagem.sandbox.channel import ChannelClosed, FrameTooLarge
-from stratagem.sandbox.confine import FORBIDDEN_EXIT, MAX_VALUE_BYTES
 from stratagem.sandbox.pool import LOST, PoolError, Worker
 from stratagem.viz.recording import RecordingWriter, recording_path
 
@@ -41,10 +41,6 @@ MAX_MESSAGE = 500
 CLOCK_SLACK_S = 0.1
 PLAY_FRAME_BYTES = 1 << 20  # a play frame holds the moves of ~2 ms; far more is a worker flooding the parent
 CALL_FRAME_BYTES = MAX_VALUE_BYTES + (1 << 16)  # one return value
-
-
-class ServerFailed(RuntimeError):
-    """The environment server (``url``) failed; not the program's fault, so no result is made up."""
 
 
 class Job:
@@ -345,48 +341,6 @@ class CallJob(Job):
         super().stop()
         if self.game is not None:
             self.game.close()
-
-
-class RemoteGame:
-    """A game on an environment server (WebSocket), seen through the local class's observation model."""
-
-    def __init__(self, env: Environment, url: str) -> None:
-        from stratagem.envs.client import EnvClient
-
-        self.env = env
-        try:
-            self.client = EnvClient.connect(url)
-        except (OSError, ValueError) as exc:
-            raise ServerFailed(f"cannot reach the environment server at {url}: {exc}") from None
-
-    def reset(self, seed: int, episode_id: str) -> Observation:
-        return self._observation(self._call(self.client.reset, seed=seed, episode_id=episode_id))
-
-    def step(self, action: Any) -> Observation:
-        return self._observation(self._call(self.client.step, action))
-
-    def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
-        from stratagem.envs.client import RemoteError
-
-        try:
-            return method(*args, **kwargs)
-        except InvalidAction:
-            raise  # the server refused the program's move: the program's fault, scored as such
-        except (RemoteError, OSError) as exc:
-            raise ServerFailed(f"the environment server failed: {exc}") from None
-
-    def _observation(self, result: Any) -> Observation:
-        try:
-            return self.env.observation_type.model_validate(
-                {**result.observation, "reward": result.reward, "done": result.done}
-            )
-        except ValidationError as exc:
-            raise ServerFailed(
-                f"the server's observation does not fit environment {type(self.env).__name__}: {exc}"
-            ) from None
-
-    def close(self) -> None:
-        self.client.close()
 
 
 def _observation_fields(obs: Observation) -> dict[str, Any]:

@@ -31,8 +31,9 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
-from stratagem.agents.jobs import CallJob, Job, PlayJob, ServerFailed
+from stratagem.agents.jobs import CallJob, Job, PlayJob
 from stratagem.agents.programs import Program, ProgramError, load
+from stratagem.agents.remote import ServerFailed
 from stratagem.agents.results import ERROR_KINDS, EpisodeResult, ProgramResult
 from stratagem.envs.spec import EnvSpec, resolve
 from stratagem.sandbox.confine import LAYERS, Policy

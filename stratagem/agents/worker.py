@@ -36,7 +36,8 @@ from stratagem.agents.programs import Program, ProgramError, build, new_namespac
 from stratagem.envs.core import EnvError, Environment
 from stratagem.envs.spec import EnvSpec
 from stratagem.sandbox import channel
-from stratagem.sandbox.confine import Sandbox, encode_value, watch_program
+from stratagem.sandbox.audit import encode_value, watch_program
+from stratagem.sandbox.confine import Sandbox
 from stratagem.sandbox.timing import thrash_caches
 
 MESSAGE_CHARS = 300

@@ -13,8 +13,8 @@ The layers, each meant to hold alone (``tests/test_sandbox_layers.py`` bypasses 
   parent scores as cheating (``seccomp_filter.py``).
 - ``rlimits``: address space, CPU seconds, no file growth, no new processes, few descriptors.
 
-Python-level checks (the AST rules, the audit hook) remain, to classify and to fail fast; none of
-them is a boundary. Time is never enforced in here: the parent measures it and kills.
+Python-level checks (the AST rules, the audit hooks of ``audit.py``) remain, to classify and to
+fail fast; none of them is a boundary. Time is never enforced in here: the parent measures it and kills.
 """
 
 from __future__ import annotations
@@ -25,15 +25,10 @@ import os
 import platform
 import resource
 import signal
-import sys
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 LAYERS = ("namespaces", "identity", "landlock", "seccomp", "rlimits")
-FORBIDDEN_EXIT = 97  # a strategy worker whose program raised a forbidden event exits with this, after saying so
 SETUP_FAILED_EXIT = 98  # a worker that could not confine itself ran nothing untrusted; the parent stops
 # Under root, a worker runs as uid UID_BASE + its pid in the sandbox's pid namespace (mod UID_COUNT): far
 # above the ranges /etc/subuid hands to rootless containers (100000...) and systemd's dynamic users.
@@ -332,80 +327,3 @@ def die_with_parent() -> None:
 def _error(what: str) -> OSError:
     errno = ctypes.get_errno()
     return OSError(errno, f"{what}: {os.strerror(errno)}")
-
-
-# --- classification: Python-level, never the boundary -------------------------------------------------
-FORBIDDEN_PREFIXES = (
-    "open", "os.", "subprocess.", "socket.", "ctypes.", "import", "sys.", "code.", "function.", "compile",
-    "exec", "marshal.", "pickle.", "shutil.", "signal.", "resource.", "builtins.input", "urllib.", "http.",
-    "ftplib.", "smtplib.", "sqlite3.", "glob.", "tempfile.", "gc.", "mmap.", "_posixsubprocess", "object.",
-    "cpython.", "fcntl.", "pty.", "syslog.", "winreg.", "msvcrt.",
-)  # fmt: skip
-
-
-def watch_program(namespace: dict[str, Any], report: Callable[[str], None], exempt: Iterable[str] = ()) -> None:
-    """For the rest of this process's life: a forbidden event raised while the program's code is on the
-    stack is reported (``report`` writes it to the parent at once) and ends the process.
-
-    The program's frames are those whose globals are ``namespace``: finalizers, generator
-    ``finally`` blocks and callbacks count as the program wherever they run. Our own code between
-    calls (the game's step, lazy imports of the environment's libraries) is not the program's. The
-    hook looks up no global and is referenced only by the interpreter's hook list, so code that
-    reaches any object of this process still cannot find, disarm or change it.
-    """
-    forbidden, allowed, frame_of, busy = FORBIDDEN_PREFIXES, frozenset(exempt), sys._getframe, [False]
-    leave = os._exit
-
-    def hook(event: str, args: tuple[Any, ...]) -> None:
-        if busy[0] or not event.startswith(forbidden) or event in allowed:
-            return
-        busy[0] = True  # sys._getframe below raises an event of its own
-        try:
-            frame = frame_of(1)
-            while frame is not None and frame.f_globals is not namespace:
-                frame = frame.f_back
-        finally:
-            busy[0] = False
-        if frame is not None:
-            try:
-                report(event)
-            finally:  # whatever the report met (a module the program rewired), the process ends here
-                leave(FORBIDDEN_EXIT)
-
-    sys.addaudithook(hook)
-
-
-def lock_down(exempt: Iterable[str] = ()) -> None:
-    """Refuse every forbidden event but ``exempt`` for the rest of this process's life (code cells).
-
-    Cells are plain Python with every builtin, so every frame is untrusted: the refusal (a
-    PermissionError the cell sees) fails fast with a clear error, where the kernel would otherwise
-    answer EACCES or end the process.
-    """
-    forbidden, allowed, error = FORBIDDEN_PREFIXES, frozenset(exempt), PermissionError
-
-    def hook(event: str, args: tuple[Any, ...]) -> None:
-        if event.startswith(forbidden) and event not in allowed:
-            raise error(f"forbidden in the sandbox: {event}")
-
-    sys.addaudithook(hook)
-
-
-MAX_VALUE_BYTES = 16 * 2**20
-
-
-def encode_value(value: Any, **fields: Any) -> bytes:
-    """The reply ``{"t": "value", **fields, "v": value}``, if ``value`` is JSON data of exact builtin types.
-
-    orjson walks the value in C without calling anything of the program's: a subclass
-    (``collections.Counter``), a lazy object (a generator, ``map``) or an int past 64 bits is
-    refused with ValueError. A NaN or an infinity becomes null, which no environment accepts as a move.
-    """
-    try:
-        payload = orjson.dumps({"t": "value", **fields, "v": value}, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
-    except (TypeError, orjson.JSONEncodeError) as exc:
-        raise ValueError(f"the strategy did not return plain data ({exc}); return str, int, float, bool, None, "
-                         "or lists, tuples and dicts of them") from None  # fmt: skip
-    if len(payload) > MAX_VALUE_BYTES:
-        raise ValueError(f"the returned value is larger than {MAX_VALUE_BYTES // 2**20} MiB as JSON")
-    return payload

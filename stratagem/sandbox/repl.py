@@ -27,8 +27,9 @@ from typing import Any
 
 import orjson
 
+from stratagem.sandbox.audit import MAX_VALUE_BYTES
 from stratagem.sandbox.channel import ChannelClosed, FrameTooLarge
-from stratagem.sandbox.confine import LAYERS, MAX_VALUE_BYTES, Policy
+from stratagem.sandbox.confine import LAYERS, Policy
 from stratagem.sandbox.pool import LOST, PoolError, Worker, WorkerPool
 
 TIMEOUT_EXIT = 124  # GNU timeout's exit status for "killed for running too long"

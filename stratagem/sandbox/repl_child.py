@@ -35,7 +35,8 @@ from typing import Any
 import orjson
 
 from stratagem.sandbox import channel
-from stratagem.sandbox.confine import Sandbox, encode_value, lock_down
+from stratagem.sandbox.audit import encode_value, lock_down
+from stratagem.sandbox.confine import Sandbox
 from stratagem.sandbox.timing import thrash_caches
 
 # Importable by cells: imported here, before the guard is armed (an import after that is refused).
