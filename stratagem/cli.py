@@ -243,7 +243,7 @@ def cmd_play(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from stratagem.agents.programs import MAX_COMPLETION_CHARS
+    from stratagem.agents.extraction import MAX_COMPLETION_CHARS
     from stratagem.agents.runner import Limits, Runner
     from stratagem.agents.summary import format_summary, summarize
     from stratagem.envs.spec import resolve

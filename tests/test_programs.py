@@ -7,15 +7,8 @@ import ast
 import pytest
 
 from stratagem.agents import programs
-from stratagem.agents.programs import (
-    MAX_COMPLETION_CHARS,
-    MAX_PARSE_ATTEMPTS,
-    ProgramError,
-    build,
-    check,
-    extract,
-    load,
-)
+from stratagem.agents.extraction import MAX_COMPLETION_CHARS, MAX_PARSE_ATTEMPTS, extract
+from stratagem.agents.programs import ProgramError, build, check, load
 from stratagem.envs.spec import StrategySpec, resolve
 
 STRATEGY = resolve("2048").strategy  # def strategy(board) -> "0".."3"
@@ -174,7 +167,7 @@ def test_a_syntax_error_in_the_middle_is_reported_with_its_line():
 
 @pytest.fixture
 def parses(monkeypatch):
-    """The ast.parse calls made from programs.py, counted."""
+    """The ast.parse calls made by extraction and the checks, counted."""
     parse, calls = ast.parse, []
 
     def counting(*args, **kwargs):

@@ -7,6 +7,15 @@ from dataclasses import dataclass, field
 ERROR_KINDS = ("syntax", "policy", "exception", "illegal_move", "timeout", "memory", "forbidden")
 
 
+class ProgramError(Exception):
+    """A program that cannot be played. ``kind`` is ``syntax`` or ``policy``; ``rule`` names the rule."""
+
+    def __init__(self, kind: str, rule: str, message: str, line: int | None = None) -> None:
+        where = f" (line {line})" if line else ""
+        super().__init__(f"{rule}: {message}{where}")
+        self.kind, self.rule, self.message, self.line = kind, rule, message, line
+
+
 @dataclass
 class EpisodeResult:
     seed: int

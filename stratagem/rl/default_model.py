@@ -78,7 +78,7 @@ def default_model_path(settings: DefaultModelSettings | None = None, build: bool
 
 
 def completion_text(program: str) -> str:
-    """How the default model answers: the program in one fenced block (what ``programs.extract`` reads)."""
+    """How the default model answers: the program in one fenced block (what ``extraction.extract`` reads)."""
     return f"```python\n{program.strip()}\n```"
 
 
