@@ -29,6 +29,7 @@ from stratagem.agents.results import ERROR_KINDS, EpisodeResult
 from stratagem.envs.core import EnvError, Environment, InvalidAction, Observation
 from stratagem.sandbox.audit import FORBIDDEN_EXIT, MAX_VALUE_BYTES
 from stratagem.sandbox.channel import ChannelClosed, FrameTooLarge
+from stratagem.sandbox.keys import derive_seed
 from stratagem.sandbox.pool import LOST, PoolError, Worker
 from stratagem.viz.recording import RecordingWriter, recording_path
 
@@ -66,10 +67,7 @@ class Job:
         self.worker = worker
         worker.reader.max_bytes = self.frame_bytes
         self.started = self.episode_started = self.clock = time.monotonic()
-        secret = self.runner.secret
-        from stratagem.sandbox.keys import derive_seed
-
-        program_seeds = [derive_seed(secret, "program-random", seed) for seed in self.pending]
+        program_seeds = [derive_seed(self.runner.secret, "program-random", seed) for seed in self.pending]
         self.send({"mode": self.mode, "source": self.program.source, "sha": self.program.sha,
                    "seeds": self.pending, "program_seeds": program_seeds})  # fmt: skip
 

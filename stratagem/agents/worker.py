@@ -1,9 +1,10 @@
 """The inside of the sandbox for strategy programs: the zygote's payload (``stratagem/sandbox/zygote.py``).
 
 ``prepare`` runs once in the zygote, trusted: it builds the environment, imports the modules
-programs may use and plays the environment's first steps, so that no lazy import is left for
-later. ``serve`` runs in each forked worker *after* the kernel has shut it in (seccomp, Landlock,
-namespaces, an unprivileged identity, rlimits): it reads one job, builds the program and plays.
+programs may use and resets the environment once, so that the imports a first reset makes lazily
+are done before any program runs. ``serve`` runs in each forked worker *after* the kernel has
+shut it in (seccomp, Landlock, namespaces, an unprivileged identity, rlimits): it reads one job,
+builds the program and plays.
 
 From the program's first line on, an audit hook watches for forbidden events raised by the
 program's own frames (a finalizer or a generator's ``finally`` included): the first one is

@@ -28,18 +28,14 @@ import signal
 from dataclasses import dataclass, field
 from typing import Any
 
+from stratagem.sandbox.libc import LIBC, os_error, syscall
+
 LAYERS = ("namespaces", "identity", "landlock", "seccomp", "rlimits")
 SETUP_FAILED_EXIT = 98  # a worker that could not confine itself ran nothing untrusted; the parent stops
 # Under root, a worker runs as uid UID_BASE + its pid in the sandbox's pid namespace (mod UID_COUNT): far
 # above the ranges /etc/subuid hands to rootless containers (100000...) and systemd's dynamic users.
 UID_BASE, UID_COUNT = 2_000_000_000, 65_536
 
-_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded before any untrusted code exists
-_LIBC.syscall.restype = ctypes.c_long
-_LIBC.unshare.argtypes = [ctypes.c_int]
-_LIBC.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-_LIBC.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-_LIBC.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 0x4000, 0x40000
@@ -134,11 +130,11 @@ def enter_namespaces(box: Sandbox) -> None:
     flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
     root, uid, gid = os.geteuid() == 0, os.getuid(), os.getgid()  # read before: inside, unmapped ids read 65534
     mapper = _MapWriter() if root else None
-    if _LIBC.unshare(flags) != 0:
+    if LIBC.unshare(flags) != 0:
         why = os.strerror(ctypes.get_errno())
         if mapper is not None:
             mapper.cancel()
-        if root and _LIBC.unshare(flags & ~CLONE_NEWUSER) == 0:  # a kernel without user namespaces
+        if root and LIBC.unshare(flags & ~CLONE_NEWUSER) == 0:  # a kernel without user namespaces
             box.worker_uids = True
             box.applied["namespaces"] = "pid, net, mount, ipc, uts (no user namespace: the identity layer matters)"
             return
@@ -215,19 +211,19 @@ def make_root(box: Sandbox) -> None:
     """
     if "namespaces" not in box.applied:
         return
-    if _LIBC.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
-        raise _error("making the mounts private")
+    if LIBC.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        raise os_error("making the mounts private")
     policy = box.policy
     options = f"size={policy.scratch_mb}m,nr_inodes=4096,mode=1777" if policy.cell else "size=4k,nr_inodes=2,mode=555"
     flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | (0 if policy.cell else MS_RDONLY)
     target = next(path for path in ("/tmp", "/mnt", "/proc", "/dev") if os.path.isdir(path))
-    if _LIBC.mount(b"none", target.encode(), b"tmpfs", flags, options.encode()) != 0:
-        raise _error(f"mounting an empty tmpfs on {target}")
+    if LIBC.mount(b"none", target.encode(), b"tmpfs", flags, options.encode()) != 0:
+        raise os_error(f"mounting an empty tmpfs on {target}")
     os.chdir(target)
-    if _LIBC.syscall(ctypes.c_long(_PIVOT_ROOT), b".", b".") != 0:  # the new root, with the old one on top of it
-        raise _error("pivot_root into the empty tmpfs")
-    if _LIBC.umount2(b".", MNT_DETACH) != 0:  # the old root, on top: gone from this namespace
-        raise _error("detaching the old root")
+    if syscall(_PIVOT_ROOT, b".", b".") != 0:  # the new root, with the old one on top of it
+        raise os_error("pivot_root into the empty tmpfs")
+    if LIBC.umount2(b".", MNT_DETACH) != 0:  # the old root, on top: gone from this namespace
+        raise os_error("detaching the old root")
     os.chdir("/")
     box.scratch = "/" if policy.cell else None
 
@@ -299,9 +295,9 @@ def _lower(which: int, soft: int, hard: int | None = None) -> None:
 def _drop_identity(box: Sandbox) -> None:
     """No capability left, in any set; under root (not in a user namespace), a uid nobody else has."""
     for cap in range(64):  # the bounding set: what an execve could ever regain
-        if _LIBC.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+        if LIBC.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
             break  # past the last capability this kernel knows
-    _LIBC.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    LIBC.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
     if box.worker_uids:
         uid = UID_BASE + os.getpid() % UID_COUNT
         os.setgroups([])
@@ -310,20 +306,15 @@ def _drop_identity(box: Sandbox) -> None:
         die_with_parent()  # a change of credentials clears the parent-death signal
     header = (ctypes.c_uint32 * 2)(_CAP_VERSION_3, 0)
     data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable: all zero, twice (64 capabilities)
-    if _LIBC.syscall(ctypes.c_long(_CAPSET), header, data) != 0:
-        raise _error("dropping capabilities")
+    if syscall(_CAPSET, header, data) != 0:
+        raise os_error("dropping capabilities")
 
 
 def _prctl(option: int, value: int) -> None:
-    if _LIBC.prctl(option, value, 0, 0, 0) != 0:
-        raise _error(f"prctl({option})")
+    if LIBC.prctl(option, value, 0, 0, 0) != 0:
+        raise os_error(f"prctl({option})")
 
 
 def die_with_parent() -> None:
     """SIGKILL this process when its parent dies, so no confined process outlives whoever watches it."""
-    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-def _error(what: str) -> OSError:
-    errno = ctypes.get_errno()
-    return OSError(errno, f"{what}: {os.strerror(errno)}")
+    LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

@@ -17,8 +17,8 @@ import ctypes
 import os
 import platform
 
-_LIBC = ctypes.CDLL(None, use_errno=True)
-_LIBC.syscall.restype = ctypes.c_long
+from stratagem.sandbox.libc import os_error, syscall
+
 # The same numbers on every architecture (they were added after the tables were unified).
 _CREATE_RULESET, _ADD_RULE, _RESTRICT_SELF = 444, 445, 446
 _CREATE_RULESET_VERSION = 1
@@ -50,7 +50,7 @@ def abi_version() -> int:
     """The kernel's Landlock ABI (0: no Landlock: not Linux, too old, or not enabled at boot)."""
     if platform.system() != "Linux":
         return 0
-    return max(0, _syscall(_CREATE_RULESET, None, 0, _CREATE_RULESET_VERSION))
+    return max(0, syscall(_CREATE_RULESET, None, 0, _CREATE_RULESET_VERSION))
 
 
 def fs_rights(abi: int) -> int:
@@ -74,29 +74,19 @@ def restrict(abi: int, writable: str | None = None) -> None:
     attr = _RulesetAttr(fs_rights(abi), NET_BIND_TCP | NET_CONNECT_TCP if abi >= 4 else 0,
                         SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 else 0)  # fmt: skip
     size = 8 if abi < 4 else 16 if abi < 6 else 24  # the struct as this ABI knows it
-    ruleset = _syscall(_CREATE_RULESET, ctypes.byref(attr), size, 0)
+    ruleset = syscall(_CREATE_RULESET, ctypes.byref(attr), size, 0)
     if ruleset < 0:
-        raise _error("landlock_create_ruleset")
+        raise os_error("landlock_create_ruleset")
     try:
         if writable is not None:
             directory = os.open(writable, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
                 rule = _PathBeneathAttr(SCRATCH_RIGHTS & fs_rights(abi), directory)
-                if _syscall(_ADD_RULE, ruleset, _RULE_PATH_BENEATH, ctypes.byref(rule), 0) < 0:
-                    raise _error("landlock_add_rule")
+                if syscall(_ADD_RULE, ruleset, _RULE_PATH_BENEATH, ctypes.byref(rule), 0) < 0:
+                    raise os_error("landlock_add_rule")
             finally:
                 os.close(directory)
-        if _syscall(_RESTRICT_SELF, ruleset, 0) < 0:
-            raise _error("landlock_restrict_self")
+        if syscall(_RESTRICT_SELF, ruleset, 0) < 0:
+            raise os_error("landlock_restrict_self")
     finally:
         os.close(ruleset)
-
-
-def _syscall(number: int, *args: object) -> int:
-    """libc's variadic ``syscall``, every integer widened to a long as the kernel's registers expect."""
-    return _LIBC.syscall(ctypes.c_long(number), *(ctypes.c_long(a) if isinstance(a, int) else a for a in args))
-
-
-def _error(call: str) -> OSError:
-    errno = ctypes.get_errno()
-    return OSError(errno, f"{call}: {os.strerror(errno)}")
