@@ -25,6 +25,8 @@ HERE = Path(__file__).parent
 # kernels are first imported (``@triton.jit`` reads it).
 if not os.environ.get("CUDA_VISIBLE_DEVICES") and not Path("/dev/nvidia0").exists():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# Episodes are keyed by a secret (envs/rng.py); a fixed one makes every seed's game the same on every machine.
+os.environ.setdefault("STRATAGEM_SECRET", "5eed" * 16)
 APPS: dict[str, Any] = {}  # base URL -> the app served there, for tests that inspect server state
 
 

@@ -62,11 +62,11 @@ class _Replayed:
         channel.send(fd, payload)
 
 
-def _episode(seed: int, actions: list[Any], **extra: Any) -> dict[str, Any]:
-    return {"t": "episode", "seed": seed, "a": actions, "error": None, "message": "", **extra}
+def _episode(index: int, actions: list[Any], **extra: Any) -> dict[str, Any]:
+    return {"t": "episode", "i": index, "a": actions, "error": None, "message": "", **extra}
 
 
-def _behave(name: str, fd: int, seed: int) -> None:
+def _behave(name: str, fd: int, index: int) -> None:
     up = {"action_id": 0}
     built = _frame({"t": "built"})
     if name == "HALF_FRAME":  # a header for 100 bytes, 10 of them, then silence
@@ -74,7 +74,7 @@ def _behave(name: str, fd: int, seed: int) -> None:
         _hang()
     elif name == "SLOW_DRIP":  # a whole frame, one byte every 0.3 s: each byte is under move_s, the frame is not
         _write(fd, built)
-        for byte in _frame(_episode(seed, [up] * 50)):
+        for byte in _frame(_episode(index, [up] * 50)):
             _write(fd, bytes([byte]))
             time.sleep(0.3)
     elif name == "HUGE_HEADER":  # a 4 GiB frame announced: the cap must refuse it before reading a byte
@@ -102,13 +102,13 @@ def _behave(name: str, fd: int, seed: int) -> None:
         _write(fd, built + _frame(b"[" * 100_000 + b"]" * 100_000))
         _hang()
     elif name == "FAKE_EPISODE":  # an episode of made-up moves ("up" 5000 times) with a claimed win
-        _write(fd, built + _frame(_episode(seed, [up] * 5000, won=True, score=1e9)))
+        _write(fd, built + _frame(_episode(index, [up] * 5000, won=True, score=1e9)))
         _hang()
     elif name == "FAKE_SCORE":  # no moves at all, a score and a win claimed in fields the parent must ignore
-        _write(fd, built + _frame(_episode(seed, [], score=123456.0, won=True, max_tile=2048)))
+        _write(fd, built + _frame(_episode(index, [], score=123456.0, won=True, max_tile=2048)))
         _hang()
     elif name == "BAD_ACTIONS":  # actions the replay cannot parse: huge ints, strings, nested junk
-        _write(fd, built + _frame(_episode(seed, [{"action_id": 2**62}, "3", [0], {"action_id": 1.5}])))
+        _write(fd, built + _frame(_episode(index, [{"action_id": 2**62}, "3", [0], {"action_id": 1.5}])))
         _hang()
     elif name == "BUILT_TWICE":
         _write(fd, built + built)
@@ -116,11 +116,11 @@ def _behave(name: str, fd: int, seed: int) -> None:
     elif name == "SETUP_FAILED_LATE":  # the sandbox's "could not confine" message, after the program started
         _write(fd, built + _frame({"t": "setup-failed", "message": "pretend"}))
         _hang()
-    elif name == "WRONG_SEED":  # an episode for a seed nobody asked for
-        _write(fd, built + _frame(_episode(seed + 1, [up])))
+    elif name == "WRONG_SEED":  # an episode nobody asked for (the next one, before this one)
+        _write(fd, built + _frame(_episode(index + 1, [up])))
         _hang()
     elif name == "UNKNOWN_ERROR":  # an error kind the parent does not know, to dodge the ladder
-        _write(fd, built + _frame(_episode(seed, [up], error="harmless")))
+        _write(fd, built + _frame(_episode(index, [up], error="harmless")))
         _hang()
     elif name == "DONE_EARLY":  # "done" before any episode
         _write(fd, built + _frame({"t": "done"}))
@@ -130,7 +130,7 @@ def _behave(name: str, fd: int, seed: int) -> None:
         _hang()
     elif name == "FLOOD":  # small frames of one real-looking move each, as fast as the socket takes them
         _write(fd, built)
-        frame = _frame({"t": "moves", "seed": seed, "a": [up] * 100})
+        frame = _frame({"t": "moves", "i": index, "a": [up] * 100})
         while True:
             _write(fd, frame * 64)
     elif name == "TINY_FLOOD":  # 32 MiB of 6-byte frames, in writes of 8 MiB: faster than the parent parses them
@@ -141,16 +141,16 @@ def _behave(name: str, fd: int, seed: int) -> None:
         _hang()
     elif name == "EMPTY_MOVES":  # a "moves" frame without moves: a heartbeat to keep the parent's clock happy
         _write(fd, built)
-        frame = _frame({"t": "moves", "seed": seed, "a": []})
+        frame = _frame({"t": "moves", "i": index, "a": []})
         while True:
             _write(fd, frame)
             time.sleep(0.05)
     elif name == "LONG_MESSAGE":  # a 10 MB error message: the result keeps a few hundred characters of it
-        _write(fd, built + _frame(_episode(seed, [], error="exception", message="m" * 10**7)))
+        _write(fd, built + _frame(_episode(index, [], error="exception", message="m" * 10**7)))
         _hang()
     elif name == "FAT_MOVES":  # 64 frames, each one "move" of 4 MiB: every frame is under the cap
         _write(fd, built)
-        frame = _frame({"t": "moves", "seed": seed, "a": ["x" * 4 * 2**20]})
+        frame = _frame({"t": "moves", "i": index, "a": ["x" * 4 * 2**20]})
         for _ in range(64):
             _write(fd, frame)
         _hang()
@@ -182,4 +182,4 @@ def serve(fd: int, state: worker.WorkerState, box: Sandbox) -> None:
     if name is None:  # an honest program: the real worker plays it
         worker.channel = _Replayed(raw)  # type: ignore[assignment]
         return worker.serve(fd, state, box)
-    _behave(name, fd, job["seeds"][0])
+    _behave(name, fd, 0)

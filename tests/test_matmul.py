@@ -7,7 +7,6 @@ import itertools
 import orjson
 import pytest
 
-from stratagem.agents import runner as runner_module
 from stratagem.agents.baselines import MATMUL_FAST, MATMUL_TEXTBOOK
 from stratagem.agents.rewards import outcomes
 from stratagem.agents.runner import Limits, Runner
@@ -16,6 +15,7 @@ from stratagem.envs.core import EpisodeNotActive, InvalidAction
 from stratagem.envs.matmul import MatmulEnv, reference_matmul
 from stratagem.envs.spec import resolve
 from stratagem.sandbox.channel import FrameReader
+from stratagem.sandbox.pool import Worker
 
 SMALL = {"size": 12, "trials": 2}
 LIMITS = Limits(move_s=1.0, episode_s=20, memory_mb=256, cpu_s=30)
@@ -109,16 +109,17 @@ def test_the_timer_is_out_of_reach_and_only_the_parent_reads_it(runner, monkeypa
                    "import timeit\ndef matmul(A, B):\n    return A"):  # fmt: skip
         [result] = runner.evaluate([source], seeds=[0])
         assert result.error == "policy" and outcomes(result) == ["cheat"]
-    # The elapsed time the environment receives is the parent's own clock: replace that clock
-    # and every program, fast or slow, is credited exactly what the parent measured.
+    # The elapsed time the environment receives is the worker's CPU clock as the parent reads it: replace
+    # that reading and every program, fast or slow, is credited exactly what the parent read. Each read
+    # advances one tick: ready, then per call thrash start, thrash end, answer; the thrash is left out.
     ticks = itertools.count()
-    monkeypatch.setattr(runner_module.time, "perf_counter", lambda: float(next(ticks)))
+    monkeypatch.setattr(Worker, "cpu_s", lambda self: float(next(ticks)))
     received = []
     original = MatmulEnv.program_action
     monkeypatch.setattr(MatmulEnv, "program_action", lambda self, v, elapsed_s: received.append(elapsed_s) or
                         original(self, v, elapsed_s=elapsed_s))  # fmt: skip
     [result] = runner.evaluate([MATMUL_TEXTBOOK], seeds=[0])
-    assert outcomes(result) == ["win"] and received and all(e == 1.0 for e in received)
+    assert outcomes(result) == ["win"] and received and all(e == 2.0 for e in received)
 
 
 def test_the_reference_product_never_reaches_the_programs_process(monkeypatch):

@@ -17,7 +17,7 @@ ORDER = ["cheat", "crash", "timeout", "illegal", "loss", "win"]
 
 PROGRAMS_2048 = {
     "cheat": ["import os\ndef strategy(board):\n    return '0'",
-              "import random\nrandom.Random.random = lambda rng: 0.5\n" + FIRST_LEGAL],
+              "def strategy(board):\n    return board.__class__"],
     "crash": ["def strategy(board)\n    return '0'", "def strategy(board):\n    return board[9]"],
     "timeout": ["def strategy(board):\n    while True:\n        pass"],
     "illegal": [ALWAYS_UP, "def strategy(board):\n    return None"],

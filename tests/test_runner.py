@@ -104,7 +104,6 @@ HOSTILE = [
         "crash",
     ),
     # runtime: the process, not the static checks, must stop these
-    ("rig the game's RNG (runtime)", "import random\nrandom.Random.random = lambda rng: 0.0\n" + FIRST_LEGAL, "cheat"),
     ("loop forever (runtime)", "def strategy(board):\n    while True:\n        pass", "timeout"),
     (
         "swallow the timeout (runtime)",
@@ -154,6 +153,15 @@ def test_hostile_programs_are_contained_scored_by_the_rubric_and_the_pool_stays_
         assert outcomes(result)[0] in expected.split("|") and len(outcomes(result)) == 1, f"{name}: {detail}"
         assert rubric.score(result, reward_spec).total < honest_total, name
     assert not os.path.exists("/tmp/pwned")
+
+
+def test_rigging_random_changes_nothing_in_the_game(runner):
+    """The game draws from its own keyed stream (envs/rng.py), not from anything ``random`` holds."""
+    rigged = "import random\nrandom.Random.random = lambda rng: 0.0\nrandom.Random.getrandbits = lambda rng, k: 0\n"
+    cheat_result, honest = runner.evaluate([rigged + FIRST_LEGAL, FIRST_LEGAL], seeds=[5])
+    assert [(e.score, e.moves, e.error) for e in cheat_result.episodes] == [
+        (e.score, e.moves, e.error) for e in honest.episodes
+    ]
 
 
 def test_mutating_the_board_changes_nothing(runner):

@@ -1,12 +1,14 @@
 """One program on its seeds in one sandboxed worker: the parent's side of the two modes.
 
 ``PlayJob``: the worker plays its own copy of the game and reports the actions per episode;
-the parent replays them on its own seeded copy (``Environment.replay``), and that replay is the
-result. ``CallJob``: the parent holds the game (its own, or a server's through ``RemoteGame``)
-and asks the worker for one move at a time; for environments with ``timed_calls`` it has the
-worker thrash its caches first, then times the call itself.
+the parent replays them on its own copy, from the same episode key (``Environment.replay``), and
+that replay is the result. ``CallJob``: the parent holds the game (its own, or a server's through
+``RemoteGame``) and asks the worker for one move at a time; for environments with ``timed_calls``
+it has the worker thrash its caches first, then charges each answer with the worker's CPU time
+since the previous answer (the first: since the job arrived, so loading the program counts),
+read from outside the worker, the thrashing excluded.
 
-The parent believes only its own clock and the kernel: a call's time is the gap between the
+The parent believes only its own clocks and the kernel: a call's time limit is the gap between the
 worker's frames (play) or between request and answer (call); the CPU budget is the kernel's
 RLIMIT_CPU (death by SIGXCPU); a death by SIGSYS is a system call the sandbox forbids. Frames
 are read without blocking and with a size cap, and every field is validated. Any sign of
@@ -62,14 +64,26 @@ class Job:
         self.worker: Worker = None  # type: ignore[assignment]
         self.started = self.episode_started = self.clock = 0.0
         self.seconds = 0.0
+        self.job: dict[str, Any] | None = None  # held back until the worker is ready, where its CPU is charged
 
     def start(self, worker: Worker) -> None:
         self.worker = worker
         worker.reader.max_bytes = self.frame_bytes
         self.started = self.episode_started = self.clock = time.monotonic()
         program_seeds = [derive_seed(self.runner.secret, "program-random", seed) for seed in self.pending]
-        self.send({"mode": self.mode, "source": self.program.source, "sha": self.program.sha,
-                   "seeds": self.pending, "program_seeds": program_seeds})  # fmt: skip
+        self.job = {"mode": self.mode, "source": self.program.source, "sha": self.program.sha,
+                    "program_seeds": program_seeds, **self.episodes_message()}  # fmt: skip
+        if not self.runner.timed:
+            self.send(self.job)
+
+    def episodes_message(self) -> dict[str, Any]:
+        """What the worker is told of the episodes it will play."""
+        return {}
+
+    def on_ready(self) -> None:
+        """The worker is confined and waits for its job: a timed job's CPU clock starts now."""
+        if self.runner.timed:
+            self.send(self.job)
 
     def stop(self) -> None:
         self.seconds = time.monotonic() - self.started
@@ -104,6 +118,7 @@ class Job:
                 if kind != "ready":
                     return self.cheated("the worker spoke before it was confined")
                 self.confined = True
+                self.on_ready()
             elif kind == "forbidden":
                 return self.cheated(f"forbidden event: {_text(message.get('event'))}")
             elif kind == "build" and not self.built:
@@ -206,9 +221,13 @@ class PlayJob(Job):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.actions: list[Any] = []  # the episode in progress, as reported so far
+        self.played = 0  # episodes this job's worker has reported (its own count: a replayed job starts anew)
+
+    def episodes_message(self) -> dict[str, Any]:
+        return {"keys": [self.runner.episode_key(seed).key.hex() for seed in self.pending]}
 
     def handle(self, kind: str | None, message: dict[str, Any]) -> bool:
-        if kind not in ("moves", "episode") or not self.pending or message.get("seed") != self.pending[0]:
+        if kind not in ("moves", "episode") or not self.pending or message.get("i") != self.played:
             return False
         actions = message.get("a")
         if not isinstance(actions, list) or (kind == "moves" and not actions):
@@ -220,20 +239,20 @@ class PlayJob(Job):
             return False  # more moves than an episode may have: flooding, not playing
         if kind == "episode":
             result = self.replay(message, self.actions)
-            self.actions = []
+            self.actions, self.played = [], self.played + 1
             self.episode_done(result)
         return True
 
     def replay(self, message: dict[str, Any], actions: list[Any]) -> EpisodeResult:
         """The authoritative result: the worker's actions replayed on the parent's own seeded game."""
-        seed, error = message["seed"], message.get("error")
+        seed, error = self.pending[0], message.get("error")
         result = EpisodeResult(seed=seed, error=error, message=_text(message.get("message")))
         if error is not None and error not in ERROR_KINDS:
             result.error, result.message = "forbidden", "the worker reported an unknown error kind"
         env, recorder = self.runner.env, self.recorder(seed)
         on_step = None if recorder is None else (lambda action, obs: _record(recorder, action, obs))
         try:
-            obs, result.score = env.replay(seed, actions, on_step)
+            obs, result.score = env.replay(self.runner.episode_key(seed), actions, on_step)
             result.moves = len(actions)
         except (EnvError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
             obs, result.error = None, "forbidden"
@@ -258,7 +277,9 @@ class CallJob(Job):
         self.recording: RecordingWriter | None = None
         self.awaiting: str | None = None  # the reply the worker owes: "thrashed" or "value"
         self.args: list[Any] = []
-        self.call_started = 0.0
+        self.cpu_mark = 0.0  # the worker's CPU clock at its last answer (at first: when it took its job)
+        self.cpu_excluded = 0.0  # CPU since the mark that was ours (thrashing), not the program's
+        self.thrash_started = 0.0
 
     def on_built(self) -> None:
         runner = self.runner
@@ -276,9 +297,10 @@ class CallJob(Job):
         if self.result is None or awaiting is None or kind not in (awaiting, "error" if awaiting == "value" else ""):
             return False
         if kind == "thrashed":
+            self.cpu_excluded += self.worker_cpu() - self.thrash_started
             self.ask(self.args)
         elif kind == "value":
-            self.play(message.get("v"), time.perf_counter() - self.call_started)
+            self.play(message.get("v"), self.charge())
         else:  # the call raised, ran out of memory or returned something that is not plain data
             error = message.get("error")
             self.end_episode(error if error in ERROR_KINDS else "forbidden", _text(message.get("message")))
@@ -287,22 +309,37 @@ class CallJob(Job):
     def new_episode(self) -> None:
         seed = self.pending[0]
         self.result, self.recording = EpisodeResult(seed=seed), self.recorder(seed)
-        self.obs = self.game.reset(seed=seed, episode_id=f"seed-{seed}")
+        game_seed = seed if self.runner.url else self.runner.episode_key(seed)  # a server keys seeds its own way
+        self.obs = self.game.reset(seed=game_seed, episode_id=f"seed-{seed}")
         self.episode_started = time.monotonic()
         _record(self.recording, None, self.obs)
         self.next_call()
 
     def next_call(self) -> None:
         self.args = list(self.env.program_inputs(self.obs))
-        if self.runner.timed:  # cold caches first; the arguments reach the worker only once the clock runs
+        if self.runner.timed:  # cold caches first; the arguments reach the worker only after
             self.awaiting, self.clock = "thrashed", time.monotonic()
+            self.thrash_started = self.worker_cpu()
             return self.send({"t": "thrash"})
         self.ask(self.args)
 
     def ask(self, args: list[Any]) -> None:
         self.awaiting, self.clock = "value", time.monotonic()
-        self.call_started = time.perf_counter()  # the clock covers the arguments' trip, the call and the answer
         self.send({"t": "call", "args": args})
+
+    def on_ready(self) -> None:
+        self.cpu_mark = self.worker_cpu() if self.runner.timed else 0.0
+        super().on_ready()
+
+    def worker_cpu(self) -> float:
+        """The worker's CPU clock; it is blocked reading whenever this is asked, so the figure is settled."""
+        return self.worker.cpu_s() or 0.0
+
+    def charge(self) -> float:
+        """The CPU the program used since its last answer (the first: since it took its job), ours excluded."""
+        now = self.worker_cpu()
+        spent, self.cpu_mark, self.cpu_excluded = now - self.cpu_mark - self.cpu_excluded, now, 0.0
+        return max(spent, 1e-9)
 
     def play(self, value: Any, elapsed: float) -> None:
         env, result = self.env, self.result

@@ -35,6 +35,7 @@ from stratagem.agents.jobs import CallJob, Job, PlayJob
 from stratagem.agents.programs import Program, ProgramError, load
 from stratagem.agents.remote import ServerFailed
 from stratagem.agents.results import ERROR_KINDS, EpisodeResult, ProgramResult
+from stratagem.envs.rng import EpisodeKey, episode_key
 from stratagem.envs.spec import EnvSpec, resolve
 from stratagem.sandbox.confine import LAYERS, Policy
 from stratagem.sandbox.keys import machine_secret
@@ -69,7 +70,8 @@ class Runner:
                  allow_weaker_sandbox: bool = False, layers: tuple[str, ...] = LAYERS,
                  secret: bytes | None = None) -> None:  # fmt: skip
         """``layers``: the sandbox's layers to apply (fewer only to study one alone); ``secret``: the key of
-        the programs' own random seeds (default: this machine's, ``sandbox/keys.py``)."""
+        the episodes' randomness and the programs' own random seeds (default: this machine's,
+        ``sandbox/keys.py``), so the same seeds and secret give the same games."""
         self.spec = resolve(env) if isinstance(env, (str, Path)) else env
         self.params = dict(params or {})
         self.limits = limits or Limits()
@@ -87,6 +89,10 @@ class Runner:
                              allow_weaker=allow_weaker_sandbox)  # fmt: skip
         self.secret = secret if secret is not None else machine_secret()
         self._pool: WorkerPool | None = None
+
+    def episode_key(self, seed: int) -> EpisodeKey:
+        """The key episode ``seed`` is played from, here and in a worker (which never learns the seed)."""
+        return episode_key(seed, self.secret)
 
     @property
     def pool(self) -> WorkerPool:

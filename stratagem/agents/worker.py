@@ -11,13 +11,15 @@ program's own frames (a finalizer or a generator's ``finally`` included): the fi
 reported to the parent in its own frame and ends the process, so nothing the program does next
 (a hang, a crash, a misbehaving ``__str__``) can make a cheat look milder.
 
-Two modes. ``play``: the worker holds its own copy of the game, plays every seed and sends the
+Two modes. ``play``: the worker holds its own copy of the game, plays every episode (by its key,
+``envs/rng.py``: the worker is never told a seed, nor the secret the keys come from) and sends the
 actions it took, in frames at most ``FLUSH_S`` apart, and once more when an episode ends; the
 parent replays them on its own copy (so tampering with this process's game gains nothing) and
 times the gap between frames with its own clock (so no call can take longer than its limit
 unseen). ``call``: the parent holds the game and sends the program's arguments; the worker
 answers each call with the return value as plain data; for timed environments it first thrashes
-its caches, then the parent's clock covers the arguments' arrival, the call and the answer.
+its caches, and the parent reads this process's CPU clock: all of its work from the moment it
+took the job (loading the program included) is charged to its answers, the thrashing excluded.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import orjson
 
 from stratagem.agents.programs import Program, ProgramError, build, new_namespace
 from stratagem.envs.core import EnvError, Environment
+from stratagem.envs.rng import WARM_UP, EpisodeKey
 from stratagem.envs.spec import EnvSpec
 from stratagem.sandbox import channel
 from stratagem.sandbox.audit import encode_value, watch_program
@@ -61,7 +64,7 @@ def prepare(setup: dict[str, Any]) -> WorkerState:
     env = spec.make(**setup.get("params", {}))
     for name in spec.strategy.imports:  # now, so that no real import happens once the program runs
         importlib.import_module(name)
-    obs = env.reset(seed=0, episode_id="warm-up")  # the first reset imports what the game needs lazily
+    obs = env.reset(seed=WARM_UP, episode_id="warm-up")  # the first reset imports what the game needs lazily
     env.program_inputs(obs)
     return WorkerState(spec=spec, env=env)
 
@@ -92,7 +95,8 @@ def serve(fd: int, state: WorkerState, box: Sandbox) -> None:
     send({"t": "built"})
     call = _caller(fn)
     if job["mode"] == "play":
-        _play(call, state.env, job["seeds"], job["program_seeds"], send)
+        keys = [EpisodeKey(bytes.fromhex(key)) for key in job["keys"]]
+        _play(call, state.env, keys, job["program_seeds"], send)
     else:
         _answer(call, fd, send)
     send({"t": "done"})
@@ -133,14 +137,15 @@ def _caller(fn: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-def _play(call: Callable[..., Any], env: Environment, seeds: list[int], program_seeds: list[int], send: Any) -> None:
-    """Every seed through ``env.play``, one episode after the other."""
-    for seed, program_seed in zip(seeds, program_seeds, strict=True):
+def _play(call: Callable[..., Any], env: Environment, keys: list[EpisodeKey], program_seeds: list[int],
+          send: Any) -> None:  # fmt: skip
+    """Every episode through ``env.play``, one after the other: each by its key, never its seed."""
+    for index, (key, program_seed) in enumerate(zip(keys, program_seeds, strict=True)):
         random.seed(program_seed)  # the program's randomness: reproducible, and unrelated to the game's
-        _play_episode(call, env, seed, send)
+        _play_episode(call, env, index, key, send)
 
 
-def _play_episode(call: Callable[..., Any], env: Environment, seed: int, send: Any) -> None:
+def _play_episode(call: Callable[..., Any], env: Environment, index: int, key: EpisodeKey, send: Any) -> None:
     """One episode; finished moves go out at least every FLUSH_S (the parent's clock), the rest at the end."""
     clock, actions = time.monotonic, []
     sent, flushed = 0, clock()
@@ -148,7 +153,7 @@ def _play_episode(call: Callable[..., Any], env: Environment, seed: int, send: A
     def policy(*args: Any) -> Any:
         nonlocal sent, flushed
         if len(actions) > sent and clock() - flushed >= FLUSH_S:
-            send({"t": "moves", "seed": seed, "a": actions[sent:]})
+            send({"t": "moves", "i": index, "a": actions[sent:]})
             sent, flushed = len(actions), clock()
         value, error, message = call(args)
         if error is not None:
@@ -157,12 +162,12 @@ def _play_episode(call: Callable[..., Any], env: Environment, seed: int, send: A
 
     error, message = None, ""
     try:
-        env.play(seed, policy, actions)
+        env.play(key, policy, actions)
     except ProgramFailed as exc:
         error, message = exc.kind, exc.message
     except (ValueError, EnvError) as exc:  # the program's move, refused by the environment
         error, message = "illegal_move", _short(str(exc))
-    send({"t": "episode", "seed": seed, "a": actions[sent:], "error": error, "message": message})
+    send({"t": "episode", "i": index, "a": actions[sent:], "error": error, "message": message})
 
 
 def _answer(call: Callable[..., Any], fd: int, send: Any) -> None:

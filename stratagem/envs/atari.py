@@ -11,9 +11,10 @@ Randomness. Gymnasium's ``reset(seed)`` re-seeds the ALE's sticky-action RNG by 
 (0.2 s a reset); with sticky actions off its seeds all give the same game (checked for the five
 games with object tables). So the ALE runs with ``repeat_action_probability=0`` and this module
 applies the ALE's rule itself, frame by frame (with probability p a frame repeats the previous
-frame's action; NOOP before the first), drawing from a ``random.Random(seed)``, and a reset
+frame's action; NOOP before the first), drawing from the episode's keyed stream (``envs/rng.py``,
+which a program cannot rerun from the seed), and a reset
 restores the emulator snapshot taken after the ALE's own ``reset_game`` (0.1 ms). Sticky actions
-behave as gymnasium's, and ``reset(seed=s)`` plus the same actions replays exactly.
+behave as gymnasium's, and ``reset(seed=s)`` plus the same actions replays exactly on this machine.
 
 Frames are left out unless asked for (``frames="png"`` or ``"raw"``, as a parameter or per episode
 as a reset field): a ``Frame`` of base64 PNG (1-2 kB) or raw RGB bytes with shape and dtype;
@@ -25,9 +26,7 @@ from __future__ import annotations
 
 import base64
 import difflib
-import random
 import re
-import secrets
 import struct
 import uuid
 import zlib
@@ -41,11 +40,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from stratagem.envs.atari_gym import AtariGymHooks
 from stratagem.envs.atari_objects import decode_objects
 from stratagem.envs.core import Action, EnvError, Environment, EpisodeNotActive, InvalidAction, Observation, State
+from stratagem.envs.rng import WARM_UP, Seed, episode_rng, new_seed, seed_number
 
 gym.register_envs(ale_py)
 ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner on stderr per emulator
 
 FRAME_MODES = ("none", "png", "raw")
+STICKY = "atari/sticky"
 MAX_FRAMESKIP = 64
 
 
@@ -161,7 +162,7 @@ class AtariEnv(AtariGymHooks, Environment):
         self._index = {name: i for i, name in enumerate(self.action_names)}
         self.ale.reset_game()
         self._start = self.ale.cloneState()
-        self._rng = random.Random()
+        self._rng = episode_rng(WARM_UP, STICKY)
         self._state = self._new_state(None, None)
         self._active = False
         self._episode_frames = self.frames
@@ -194,17 +195,16 @@ class AtariEnv(AtariGymHooks, Environment):
         )
 
     # --- the episode -------------------------------------------------------------------
-    def reset(self, seed: int | None = None, episode_id: str | None = None,
+    def reset(self, seed: Seed | None = None, episode_id: str | None = None,
               frames: str | None = None) -> AtariObservation:  # fmt: skip
         """``frames``: 'none', 'png' or 'raw' for this episode (default: the ``frames`` parameter)."""
         self._episode_frames = self.frames if frames is None else _frame_mode(frames, EnvError)
-        if seed is None:
-            seed = secrets.randbits(31)
-        self._rng.seed(seed)
+        seed = new_seed() if seed is None else seed
+        self._rng = episode_rng(seed, STICKY)
         self.ale.restoreState(self._start)
         self._last = ale_py.Action.NOOP
         self._truncated, self._active = False, True
-        self._state = self._new_state(seed, episode_id or str(uuid.uuid4()))
+        self._state = self._new_state(seed_number(seed), episode_id or str(uuid.uuid4()))
         self._state.lives = self.ale.lives()
         return self._observe(reward=None)
 
@@ -320,7 +320,7 @@ class AtariEnv(AtariGymHooks, Environment):
         shown = repr(value)[:40] if type(value) in (str, int, float, bool, type(None)) else type(value).__name__
         raise ValueError(f"the strategy returned {shown}; expected one of {', '.join(map(repr, self.action_names))}")
 
-    def play(self, seed: int, policy: Any, actions: list[dict[str, Any]]) -> AtariObservation:
+    def play(self, seed: Seed, policy: Any, actions: list[dict[str, Any]]) -> AtariObservation:
         """``step``'s rules, with the program's view built straight from RAM and one observation at the end."""
         self.reset(seed=seed, episode_id=f"seed-{seed}")
         reward = None
@@ -330,7 +330,7 @@ class AtariEnv(AtariGymHooks, Environment):
             actions.append({"action": self.action_names[index]})
         return self._observe(reward=reward)
 
-    def replay(self, seed: int, actions: list[Any], on_step: Any = None) -> tuple[AtariObservation, float]:
+    def replay(self, seed: Seed, actions: list[Any], on_step: Any = None) -> tuple[AtariObservation, float]:
         """The same moves as ``step``, but only the last position becomes an observation."""
         if on_step is not None:
             return super().replay(seed, actions, on_step)

@@ -1,9 +1,10 @@
 """2048 on OpenSpiel, wire-compatible with OpenEnv's OpenSpiel environment.
 
 OpenSpiel owns the rules (moves, merges, scores, when the game ends); this module owns the
-randomness. Tile spawns are OpenSpiel chance nodes, and we sample them from a
-``random.Random(seed)`` of our own, so ``reset(seed=s)`` followed by the same moves replays
-the same game exactly, on any machine, with or without a server in between.
+randomness. Tile spawns are OpenSpiel chance nodes, and we sample them from the episode's keyed
+stream (``envs/rng.py``), so ``reset(seed=s)`` followed by the same moves replays the same game
+exactly on this machine, with or without a server in between, while a program that knows the
+seed still cannot tell where the next tile will spawn.
 
 Actions are OpenEnv's ``OpenSpielAction`` (``{"action_id": 0..3}``, optional ``game_name`` and
 ``game_params``), so the public 2048 notebook's client code runs unchanged; observations carry
@@ -12,8 +13,6 @@ OpenEnv's OpenSpiel fields plus a ``board`` that programs can read directly.
 
 from __future__ import annotations
 
-import random
-import secrets
 import uuid
 from typing import Any
 
@@ -22,9 +21,11 @@ from pydantic import Field, field_validator
 
 from stratagem.envs.core import Action, Environment, EpisodeNotActive, InvalidAction, Observation, State
 from stratagem.envs.openspiel import sample_chance
+from stratagem.envs.rng import WARM_UP, Seed, episode_rng, new_seed, seed_number
 
 ACTION_NAMES = ("up", "right", "down", "left")
 GAME_NAME = "2048"
+SPAWNS = "2048/spawns"
 TERMINAL_PLAYER = int(pyspiel.PlayerId.TERMINAL)
 
 
@@ -79,27 +80,25 @@ class Game2048Env(Environment):
         self.game = pyspiel.load_game(GAME_NAME, {"max_tile": max_tile})
         self._params = {"max_tile": max_tile}
         self._game_state: pyspiel.State | None = None
-        self._rng = random.Random()
+        self._rng = episode_rng(WARM_UP, SPAWNS)
         self._state = Game2048State(game_params=dict(self._params))
         self._truncated = False
 
-    def reset(self, seed: int | None = None, episode_id: str | None = None) -> Game2048Observation:
-        if seed is None:
-            seed = secrets.randbits(31)
-        self._rng.seed(seed)
+    def reset(self, seed: Seed | None = None, episode_id: str | None = None) -> Game2048Observation:
+        seed = new_seed() if seed is None else seed
+        self._rng = episode_rng(seed, SPAWNS)
         self._game_state = self.game.new_initial_state()
         self._spawn_tiles()
         self._truncated = False
-        self._state = Game2048State(
-            episode_id=episode_id or str(uuid.uuid4()), step_count=0, seed=seed, game_params=dict(self._params)
-        )
+        self._state = Game2048State(episode_id=episode_id or str(uuid.uuid4()), step_count=0,
+                                    seed=seed_number(seed), game_params=dict(self._params))  # fmt: skip
         return self._observe(reward=None, phase="initial")
 
     def step(self, action: Action | dict[str, Any], timeout_s: float | None = None) -> Game2048Observation:
         reward = self._move(self._checked(action))
         return self._observe(reward=reward, phase="playing")
 
-    def play(self, seed: int, policy: Any, actions: list[dict[str, Any]]) -> Game2048Observation:
+    def play(self, seed: Seed, policy: Any, actions: list[dict[str, Any]]) -> Game2048Observation:
         """``step``'s rules, but the program sees only the board and one observation ends the game (2x faster)."""
         self.reset(seed=seed, episode_id=f"seed-{seed}")
         gs, reward = self._game_state, None
@@ -109,7 +108,7 @@ class Game2048Env(Environment):
             actions.append({"action_id": action_id})
         return self._observe(reward=reward, phase="playing")
 
-    def replay(self, seed: int, actions: list[Any], on_step: Any = None) -> tuple[Game2048Observation, float]:
+    def replay(self, seed: Seed, actions: list[Any], on_step: Any = None) -> tuple[Game2048Observation, float]:
         """The same moves as ``step``, but only the last position becomes an observation (5x faster)."""
         if on_step is not None:
             return super().replay(seed, actions, on_step)

@@ -1,15 +1,21 @@
 """The matmul speed task from the kernel-RL notebook: ``matmul(A, B)`` in pure Python, fast.
 
-An episode is ``trials`` calls on fresh random float matrices whose shapes vary, all drawn
-from the seed. Each answer is checked against the textbook triple loop (``TEXTBOOK_MATMUL``)
-run here on the same matrices, caches thrashed first; that run's time is the baseline. The
-program's time is measured by whoever ran it, from outside the program's process (the runner
-times the sandboxed call from the parent, caches thrashed first, so the figure includes
-passing the matrices, about 2% at the default size: a bias against the program, never for
-it), and arrives with the answer as ``elapsed_s``. A wrong answer ends the episode, lost;
-``trials`` right answers win it, and the last step's reward is the speedup: the median over
-trials of baseline time / program time (the median shrugs off one trial disturbed by the
-machine, or by a fresh worker's first touches of its memory).
+An episode is ``trials`` calls on fresh random float matrices whose shapes vary, drawn from the
+episode's keyed stream (``envs/rng.py``): knowing the seed, a program still cannot know its
+inputs before the call that brings them. Each answer is checked against the textbook triple
+loop (``TEXTBOOK_MATMUL``) run here on the same matrices, caches thrashed first; that run's CPU
+time is the baseline. A wrong answer ends the episode, lost; ``trials`` right answers win it, and
+the last step's reward is the speedup: total baseline time / total program time.
+
+What the program's clock covers. The program's time arrives with each answer as ``elapsed_s``,
+measured by whoever ran it from outside the program's process. The runners here (the strategy
+runner and the code sandbox) read the program process's CPU clock (user + system): each answer
+is charged with all the CPU its process used since the previous answer, and the first answer
+with everything since the process took the program, so work done while the module loads (top-
+level code, default arguments, tables built at import) counts as much as work done in the call.
+Only the cache thrashing before each call, which is ours, is left out; decoding the matrices and
+encoding the answer stay in (a bias against the program, about 1% at the default size, never for
+it). CPU time, unlike wall time, is not inflated by whatever else the machine runs.
 
 Two runners drive these same rules: the strategy runner (a program, checked statically, in a
 pool worker) and the code sandbox (``envs/sandbox.py`` with ``task: matmul``: an agent's cell
@@ -24,9 +30,6 @@ plain lists of numbers before the clock stops).
 from __future__ import annotations
 
 import math
-import random
-import secrets
-import statistics
 import time
 import uuid
 from typing import Any
@@ -34,6 +37,7 @@ from typing import Any
 from pydantic import Field
 
 from stratagem.envs.core import Action, Environment, EpisodeNotActive, InvalidAction, Observation, State
+from stratagem.envs.rng import WARM_UP, Seed, episode_rng, new_seed, seed_number
 from stratagem.sandbox.timing import thrash_caches
 
 TEXTBOOK_MATMUL = """def matmul(A, B):
@@ -54,9 +58,16 @@ reference_matmul = _namespace["matmul"]
 RELATIVE_TOLERANCE = 1e-9
 
 
+MATRICES = "matmul/matrices"
+
+
 class MatmulAction(Action):
     C: list[list[float]] = Field(description="the product A times B")
-    elapsed_s: float = Field(gt=0, description="wall time of the call that computed C, measured outside it")
+    elapsed_s: float = Field(
+        gt=0,
+        description="the program's time for this answer, measured outside it (the "
+        "runners charge CPU time since the previous answer, the first since loading)",
+    )
 
 
 class MatmulObservation(Observation):
@@ -78,7 +89,8 @@ class MatmulState(State):
     done: bool = False
 
     def speedup(self) -> float:
-        return statistics.median(b / p for b, p in zip(self.baseline_s, self.program_s, strict=False))
+        """Total over total, so the load time charged to the first answer counts (a median would drop it)."""
+        return sum(self.baseline_s) / sum(self.program_s)
 
 
 class MatmulEnv(Environment):
@@ -93,24 +105,25 @@ class MatmulEnv(Environment):
         if isinstance(trials, bool) or not isinstance(trials, int) or not 1 <= trials <= 100:
             raise ValueError(f"trials must be an integer in 1..100, got {trials!r}")
         self.size, self.trials = size, trials
-        self._rng = random.Random()
+        self._rng = episode_rng(WARM_UP, MATRICES)
         self._state = MatmulState(trials=trials)
         self._A: list[list[float]] = []
         self._B: list[list[float]] = []
         self._C: list[list[float]] = []
 
-    def reset(self, seed: int | None = None, episode_id: str | None = None) -> MatmulObservation:
-        if seed is None:
-            seed = secrets.randbits(31)
-        self._rng.seed(seed)
-        self._state = MatmulState(episode_id=episode_id or str(uuid.uuid4()), seed=seed, trials=self.trials)
+    def reset(self, seed: Seed | None = None, episode_id: str | None = None) -> MatmulObservation:
+        seed = new_seed() if seed is None else seed
+        self._rng = episode_rng(seed, MATRICES)
+        self._state = MatmulState(
+            episode_id=episode_id or str(uuid.uuid4()), seed=seed_number(seed), trials=self.trials
+        )
         self._draw()
         return self._observe(reward=None, correct=None)
 
     def step(self, action: Action | dict[str, Any], timeout_s: float | None = None) -> MatmulObservation:
         action = self.parse_action(action)
         st = self._state
-        if st.seed is None:
+        if st.episode_id is None:
             raise EpisodeNotActive("no episode has started: call reset first")
         if st.done:
             raise EpisodeNotActive("the episode is over: call reset to start a new one")
@@ -190,9 +203,9 @@ class MatmulEnv(Environment):
         self._A = [[rng.uniform(-1.0, 1.0) for _ in range(k)] for _ in range(n)]
         self._B = [[rng.uniform(-1.0, 1.0) for _ in range(m)] for _ in range(k)]
         thrash_caches()
-        started = time.perf_counter()
+        started = time.thread_time()  # CPU time, as the program's: whatever else runs does not count
         self._C = reference_matmul(self._A, self._B)
-        self._state.baseline_s.append(time.perf_counter() - started)
+        self._state.baseline_s.append(time.thread_time() - started)
 
     def _observe(self, reward: float | None, correct: bool | None) -> MatmulObservation:
         st = self._state

@@ -1,10 +1,11 @@
 """Any OpenSpiel game by name, played from one seat with built-in opponents in the others.
 
 OpenSpiel owns the rules; this module owns everything random, so that ``reset(seed=s)``
-followed by the same moves replays the same game exactly, on any machine, with or without a
+followed by the same moves replays the same game exactly on this machine, with or without a
 server in between (the sandbox's parent relies on that: it replays a program's moves on its own
-copy). Chance nodes are sampled from ``random.Random(seed)``; the opponents draw from a second
-stream of their own, so how often the opponents choose never shifts the cards dealt, nor the
+copy). Chance nodes are sampled from the episode's keyed stream (``envs/rng.py``: knowing the
+seed does not tell a program the cards, nor the "random" opponent's next move); the opponents
+draw from a second stream of their own, so how often the opponents choose never shifts the cards dealt, nor the
 other way round. The MCTS opponent is OpenSpiel's C++ ``MCTSBot`` with a random-rollout evaluator, rebuilt at
 every reset with seeds from that stream.
 
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import difflib
 import random
-import secrets
 import uuid
 from typing import Any
 
@@ -30,8 +30,10 @@ import pyspiel
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stratagem.envs.core import Action, Environment, EpisodeNotActive, InvalidAction, Observation, State
+from stratagem.envs.rng import WARM_UP, Seed, episode_rng, new_seed, seed_number
 
 OPPONENTS = ("random", "mcts")
+CHANCE, OPPONENT = "openspiel/chance", "openspiel/opponent"  # two streams: opponents never shift the cards
 TERMINAL_PLAYER = int(pyspiel.PlayerId.TERMINAL)
 MAX_MCTS_SIMULATIONS = 100_000  # a bound on one opponent move's work: a server thread is not a batch job
 MCTS_UCT_C, MCTS_MEMORY_MB = 2.0, 128  # OpenSpiel's example defaults
@@ -188,7 +190,7 @@ class OpenSpielEnv(Environment):
         self.win_return = None if win_return is None else float(win_return)
         self._use_observation = self.game.get_type().provides_observation_string
         self._tensor, self._shape = _tensor_source(self.game)
-        self._chance_rng, self._opponent_rng = random.Random(0), random.Random(0)
+        self._chance_rng, self._opponent_rng = episode_rng(WARM_UP, CHANCE), episode_rng(WARM_UP, OPPONENT)
         self._bot: Any = None
         self._state = self._fresh_state(seed=None, episode_id=None)
         self._game_state: pyspiel.State | None = self.game.new_initial_state()
@@ -201,17 +203,15 @@ class OpenSpielEnv(Environment):
         self._state = self._fresh_state(seed=None, episode_id=None)
 
     # --- the episode -----------------------------------------------------------------
-    def reset(self, seed: int | None = None, episode_id: str | None = None) -> OpenSpielObservation:
-        if seed is None:
-            seed = secrets.randbits(31)
-        self._chance_rng.seed(seed)
-        self._opponent_rng.seed(f"opponent-{seed}")  # a str seed is hashed with SHA-512: the same everywhere
+    def reset(self, seed: Seed | None = None, episode_id: str | None = None) -> OpenSpielObservation:
+        seed = new_seed() if seed is None else seed
+        self._chance_rng, self._opponent_rng = episode_rng(seed, CHANCE), episode_rng(seed, OPPONENT)
         if self.opponent == "mcts" and self.game.num_players() > 1:
             evaluator = pyspiel.RandomRolloutEvaluator(1, self._opponent_rng.randrange(2**31))
             self._bot = pyspiel.MCTSBot(self.game, evaluator, MCTS_UCT_C, self.mcts_simulations, MCTS_MEMORY_MB,
                                         True, self._opponent_rng.randrange(2**31), False)  # fmt: skip
         self._game_state = self.game.new_initial_state()
-        self._state = self._fresh_state(seed, episode_id or str(uuid.uuid4()))
+        self._state = self._fresh_state(seed_number(seed), episode_id or str(uuid.uuid4()))
         self._advance()
         return self._observe(reward=None)
 

@@ -25,8 +25,6 @@ strategy runner times it. The task's rules stay in its environment: this module 
 
 from __future__ import annotations
 
-import random
-import secrets
 import signal
 import uuid
 from typing import Any
@@ -34,9 +32,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from stratagem.envs.core import Action, EnvError, Environment, EpisodeNotActive, Observation, State
+from stratagem.envs.rng import WARM_UP, Seed, episode_rng, new_seed, seed_number
 from stratagem.envs.spec import EnvSpec, resolve
 from stratagem.sandbox.repl import TIMEOUT_EXIT, CallFailed, Lost, Ran, ReplProcess
 
+TASKS = "sandbox/tasks"
 FORBIDDEN_CALL_EXIT = 128 + signal.SIGSYS  # the process made a system call the sandbox forbids
 
 MAX_CODE_CHARS = 100_000
@@ -159,14 +159,14 @@ class SandboxEnv(Environment):
         self.scratch_mb, self.allow_weaker_sandbox = scratch_mb, allow_weaker_sandbox
         self.task = SandboxTask(task, task_params or {}) if task else None
         self._repl: ReplProcess | None = None
-        self._rng = random.Random()
+        self._rng = episode_rng(WARM_UP, TASKS)
         self._state = SandboxState()
 
-    def reset(self, seed: int | None = None, episode_id: str | None = None) -> SandboxObservation:
+    def reset(self, seed: Seed | None = None, episode_id: str | None = None) -> SandboxObservation:
         self._stop()
-        seed = secrets.randbits(31) if seed is None else seed
-        self._rng.seed(seed)  # the task's episodes: reproducible from the seed
-        self._state = SandboxState(episode_id=episode_id or str(uuid.uuid4()), seed=seed,
+        seed = new_seed() if seed is None else seed
+        self._rng = episode_rng(seed, TASKS)  # the task's episodes: reproducible from the seed, unknowable without
+        self._state = SandboxState(episode_id=episode_id or str(uuid.uuid4()), seed=seed_number(seed),
                                    task=self.task.name if self.task else None)  # fmt: skip
         self._repl = self._start()  # starts while the agent thinks; the first step waits for it if need be
         return self._observe(Ran(), reward=None, task=self.task.prompt() if self.task else None)
@@ -175,7 +175,7 @@ class SandboxEnv(Environment):
         """Run the cell. A client's own deadline (``timeout_s``) caps the cell at 80% of it, leaving time to answer."""
         action = self.parse_action(action)
         st = self._state
-        if st.seed is None:
+        if st.episode_id is None:
             raise EpisodeNotActive("no episode has started: call reset first")
         if st.done:
             raise EpisodeNotActive(f"the episode is over (max_episode_steps={self.max_episode_steps}): call reset")

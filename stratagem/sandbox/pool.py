@@ -31,6 +31,7 @@ import orjson
 import stratagem
 from stratagem.sandbox.channel import FrameReader
 from stratagem.sandbox.confine import LAYERS, Policy
+from stratagem.sandbox.libc import process_cpu_clock
 
 CONTROL_BYTES = 1 << 16
 START_TIMEOUT_S = 120.0
@@ -87,6 +88,20 @@ class Worker:
                     pid = int(line.split()[1])
                     return pid if pid > 0 else None
         return None
+
+    def cpu_s(self) -> float | None:
+        """The CPU time (user + system) the worker has used so far, read from outside it; None once it is gone.
+
+        A timed environment's clock: unlike a wall clock, it counts only the worker's own work, whatever
+        else the machine does, and it counts all of it (loading the program included).
+        """
+        pid = self.host_pid
+        if pid is None:
+            return None
+        try:
+            return time.clock_gettime(process_cpu_clock(pid))
+        except OSError:
+            return None
 
     def alive(self) -> bool:
         """Whether the process still runs (its pidfd is readable once it has exited)."""

@@ -86,6 +86,7 @@ class ReplProcess:
         self._lock = threading.Lock()
         self._lost: Lost | None = None  # once set, every request answers it
         self._killed = False
+        self._cpu_mark = 0.0  # the process's CPU clock at its last timed answer (at first: once confined)
 
     @property
     def alive(self) -> bool:
@@ -126,18 +127,26 @@ class ReplProcess:
                 self._ensure_worker()
 
     def call(self, name: str, args: list[Any], timeout_s: float, timed: bool = False) -> tuple[Any, float]:
-        """``name(*args)`` in the sandbox: (return value, seconds by this process's clock).
+        """``name(*args)`` in the sandbox: (return value, seconds). Raises CallFailed (the process lives on) or Lost.
 
-        Timed calls have the child thrash its caches first; the clock then covers sending the
-        arguments, the call and the answer's return, so the arguments never reach the child
-        before the clock runs. Raises CallFailed (the process lives on) or Lost.
+        Untimed calls: the wall time of the request. Timed calls have the child thrash its caches
+        first, then are charged with the process's CPU time since its previous timed answer (the
+        first: since it started), read from outside it with the thrashing left out: every cell run
+        in between counts, so work done ahead of the call (defining the function, building tables)
+        is not free.
         """
         self.wait_ready()
+        excluded = 0.0
         if timed:
+            before = self._cpu()
             self._request({"t": "thrash"}, timeout_s, ("thrashed",))
+            excluded = self._cpu() - before
         started = time.perf_counter()
         reply = self._request({"t": "call", "name": name, "args": args}, timeout_s, ("value", "error"))
         elapsed = time.perf_counter() - started
+        if timed:
+            now = self._cpu()
+            elapsed, self._cpu_mark = max(now - self._cpu_mark - excluded, 1e-9), now
         if reply["t"] == "error":
             message = reply.get("message")
             raise CallFailed(message if isinstance(message, str) else f"{name} failed")
@@ -164,7 +173,12 @@ class ReplProcess:
                 self._pool.close()
                 raise SandboxStartError(f"the sandbox process did not start: {getattr(exc, 'message', exc)}") from None
             self._worker.signal(signal.SIGSTOP)  # nothing runs until the first request
+            self._cpu_mark = self._cpu()
         return self._worker
+
+    def _cpu(self) -> float:
+        """The process's CPU clock; stopped or blocked whenever this is asked, so the figure is settled."""
+        return (self._worker.cpu_s() if self._worker is not None else None) or 0.0
 
     def _request(self, message: dict[str, Any], timeout_s: float, expect: tuple[str, ...]) -> dict[str, Any]:
         """Send ``message`` with a fresh nonce; the reply must carry it back. A cell that writes a reply

@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from stratagem.sandbox import channel
+from stratagem.sandbox import channel, keys
 from stratagem.sandbox.confine import (
     SETUP_FAILED_EXIT,
     Policy,
@@ -58,6 +58,7 @@ def main(control_fd: int) -> None:
     if not isinstance(init, dict):
         return
     try:
+        keys.seal()  # whatever the payload builds, the secret never enters memory its workers inherit
         payload = importlib.import_module(init["payload"])
         state = payload.prepare(init["setup"])
         box = prepare(Policy.from_json(init["policy"]))
