@@ -19,7 +19,10 @@ Reward: none (the sandbox is a tool), unless ``task`` names a registered environ
 strategy function, such as ``matmul``. Then every step whose cell (re)defines that function
 plays one episode of the task with it, in this sandbox process, and the step's reward is that
 episode's score; for matmul, the speedup over the textbook loop, timed from outside as the
-strategy runner times it. The task's rules stay in its environment: this module only calls
+strategy runner times it: by the process's CPU clock, charging the first answer with every cell run
+since the task was last scored (so work done ahead, in this cell or an earlier one, is not free).
+The task's episodes come from this episode's keyed stream: a cell cannot know them in advance.
+The task's rules stay in its environment: this module only calls
 ``program_inputs``, ``program_action`` and ``step``, exactly as the runner does.
 """
 
