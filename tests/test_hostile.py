@@ -20,8 +20,8 @@ The attacks come in five tables, each run in as few batches as possible:
 - ``EXTRACTION_ATTACKS``: completions built to make extraction slow.
 
 An attack that gets through, or is scored milder than it should be, is marked
-``xfail(strict=True)`` with the hole in its reason. The two left are issue 23's: environments whose
-randomness a program can rerun from a small seed (not an escape from the sandbox).
+``xfail(strict=True)`` with the hole in its reason; none is left. Predicting the environment's
+randomness (issue 23) is tested here from inside the sandbox and statistically in test_unpredictable.py.
 """
 
 from __future__ import annotations
@@ -198,22 +198,43 @@ def real_sys():
 # (name, source, expected outcome(s) "a|b", hole or None). Sources may use the placeholders of Targets.fill.
 PROGRAM_ATTACKS: list[tuple[str, str, str, str | None]] = [
     # -- real objects out of proxies and builtins: the static rules --
+    # A string is text, whatever it holds (the rules read attribute access, not text; ``'_' * 2`` always got past
+    # a text rule): what stops these is the proxy and the curated builtins. update_wrapper is not in the functools
+    # proxy (an AttributeError, a crash), and no callable a program can reach turns keyword names into attributes:
+    # the partial it builds is returned as a move, an illegal one.
     ("update_wrapper with a literal dunder",
      "import functools\ndef strategy(board):\n    functools.update_wrapper(strategy, functools.wraps, "
-     "assigned=('__globals__',))\n    return '0'", "cheat", None),
+     "assigned=('__globals__',))\n    return '0'", "crash", None),
     ("keyword arguments with a literal dunder",
-     "import functools\ndef strategy(board):\n    return functools.partial(len, **{'__self__': 1})", "cheat", None),
+     "import functools\ndef strategy(board):\n    return functools.partial(len, **{'__self__': 1})", "illegal",
+     None),
     ("object in a class pattern",
      "def strategy(board):\n    match board:\n        case object(__class__=c):\n            return c\n", "cheat",
      None),
+    # ``type`` is not in the curated builtins: a NameError (a crash, as for any undefined name). Making a class is
+    # the class rule's business, a broken program's, and ``type(x)`` is common honest code: not a cheat.
     ("type called to make a class",
-     "def strategy(board):\n    return type('X', (), {})", "cheat", None),
+     "def strategy(board):\n    return type('X', (), {})", "crash", None),
     ("attrgetter with a built name",
      "import operator\ndef strategy(board):\n    return operator.attrgetter('_' * 2 + 'class' + '_' * 2)(board)",
      "cheat", None),
     ("private name from an allowed module", "from functools import _lru_cache_wrapper\n" + HONEST, "cheat", None),
     ("string naming a frame attribute",
      "def strategy(board):\n    return '{0.gi_frame}'.format(board)", "cheat", None),
+    ("format template built at run time reads __code__ (the program's own frame raises the event)",
+     "def strategy(board):\n    t = '{0.' + '_' * 2 + 'code' + '_' * 2 + '}'\n    return t.format(strategy)", "cheat",
+     None),
+    ("a typing subscription, then __code__ through a built template",
+     "import typing\ndef strategy(board):\n    typing.List[int]\n    return ('{0.' + '_' * 2 + 'code' + '_' * 2 + '}')"
+     ".format(strategy)", "cheat", None),
+    ("format template in bytes, decoded at run time",
+     "def strategy(board):\n    return b'{0.__class__}'.decode().format(board)", "cheat", None),
+    ("__builtins__ rebound through an import alias", "import math as __builtins__\n" + HONEST, "cheat", None),
+    ("vars reaches a class's __dict__",
+     "import random\ndef strategy(board):\n    return str(len(vars(random.Random)))", "cheat", None),
+    ("getattr bound in another function is still the builtin here",
+     "def helper(getattr):\n    return getattr\ndef strategy(board):\n    return getattr(board, 'copy')()[0]",
+     "cheat", None),
     ("mro attribute", "def strategy(board):\n    return str(len(int.mro()))", "cheat", None),
     ("import time to forge the clock",
      "import time\ntime.monotonic = lambda: 0.0\n" + HONEST, "cheat", None),
@@ -446,11 +467,6 @@ def test_after_the_program_attacks_nothing_is_touched_and_the_runner_is_healthy(
     assert [(e.score, e.moves) for e in honest.episodes] == [(e.score, e.moves) for e in clean.episodes]
 
 
-@xfail(
-    "issue 23 (keyed environment randomness): 2048's spawns come from random.Random(episode seed) with small, "
-    "consecutive episode seeds; a program using only the allowed `random` finds the seed from the first board by "
-    "brute force and predicts every spawn. Not a sandbox escape: the fix is a keyed generator the worker cannot rerun"
-)
 def test_a_program_cannot_predict_the_game_spawns(program_results: dict[str, Any]) -> None:
     result = program_results["seed predictor"]
     message = result.episodes[0].message
@@ -847,11 +863,6 @@ def test_a_forged_reply_cannot_shift_later_observations() -> None:
 
 
 @pytest.mark.timeout(60)
-@xfail(
-    "issue 23 (keyed environment randomness): SandboxTask plays matmul on random.Random(...) seeded from the reset "
-    "seed; a cell finds the seed by brute force from the first trial's A (plain `random`, no escape needed) and "
-    "precomputes the later trials. Not a sandbox escape: the fix is a keyed generator the cell cannot rerun"
-)
 def test_a_cell_cannot_precompute_the_matmul_tasks_next_trials() -> None:
     predictor = (
         "import random\n"

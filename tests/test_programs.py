@@ -9,7 +9,7 @@ import pytest
 from stratagem.agents import programs
 from stratagem.agents.extraction import MAX_COMPLETION_CHARS, MAX_PARSE_ATTEMPTS, extract
 from stratagem.agents.programs import ProgramError, build, check, load
-from stratagem.envs.spec import StrategySpec, resolve
+from stratagem.envs.spec import SAFE_IMPORTS, StrategySpec, resolve
 
 STRATEGY = resolve("2048").strategy  # def strategy(board) -> "0".."3"
 
@@ -83,7 +83,9 @@ def test_imported_modules_are_proxies_without_module_attributes():
         ("from importlib import import_module\ndef strategy(board):\n    return '0'", "import"),
         ("import collections.abc\ndef strategy(board):\n    return '0'", "import"),
         ("from random import _os\ndef strategy(board):\n    return '0'", "import"),
-        ("from math import *\ndef strategy(board):\n    return '0'", "import"),
+        ("from os import *\ndef strategy(board):\n    return '0'", "import"),
+        ("import __future__\ndef strategy(board):\n    return '0'", "import"),
+        ("from __future__ import annotations, print\ndef strategy(board):\n    return '0'", "import"),
         ("def strategy(board):\n    return __import__('os').system('id')", "dunder"),
         ("def strategy(board):\n    return eval('1')", "forbidden-name"),
         ("def strategy(board):\n    exec('x = 1')\n    return '0'", "forbidden-name"),
@@ -91,14 +93,24 @@ def test_imported_modules_are_proxies_without_module_attributes():
         ("def strategy(board):\n    return compile('1', 'f', 'eval')", "forbidden-name"),
         ("def strategy(board):\n    return globals()", "forbidden-name"),
         ("def strategy(board):\n    return getattr(board, 'copy')", "forbidden-name"),
-        ("def strategy(board):\n    return type(board)", "forbidden-name"),
+        ("def strategy(board):\n    return vars(board)", "forbidden-name"),
+        ("def strategy(board):\n    return input()", "forbidden-name"),
+        ("def strategy(board):\n    return [getattr for _ in board]", "forbidden-name"),
+        ("def helper(open):\n    return open\ndef strategy(board):\n    return open('f')", "forbidden-name"),
+        ("def strategy(board):\n    def inner():\n        return eval('1')\n    return inner()", "forbidden-name"),
         ("def strategy(board):\n    return board.__class__.__bases__", "dunder"),
         ("def strategy(board):\n    return __builtins__", "dunder"),
         ("import random\ndef strategy(board):\n    return random._os.getcwd()", "dunder"),
         ("def strategy(board):\n    return (x for x in []).gi_frame.f_back.f_globals", "introspection"),
         ("def strategy(board):\n    return '{0.gi_frame}'.format((x for x in []))", "introspection"),
         ("def strategy(board):\n    return '{0.__class__}'.format(board)", "dunder"),
-        ("def strategy(board):\n    return b'__class__'", "dunder"),
+        ("def strategy(board):\n    return b'{0.__class__}'.decode().format(board)", "dunder"),
+        ("def strategy(board):\n    return '{0.real} {1._inst}'.format(1, board)", "dunder"),
+        ("def strategy(board):\n    return '{0:{1.__class__}}'.format(1, board)", "dunder"),
+        ("def strategy(board):\n    return '{x.__class__}'.format_map({'x': board})", "dunder"),
+        ("def strategy(board):\n    return '{0.f_back} {'.format(board)", "introspection"),
+        ("def strategy(board):\n    return f'{{0.gi_frame}}'.format(board)", "introspection"),
+        ("T = '{0.__class__}'\ndef strategy(board):\n    return T.format(board)", "dunder"),
         ("class Player:\n    pass\ndef strategy(board):\n    return '0'", "class"),
         ("import math\nprint('hi')\ndef strategy(board):\n    return '0'", "top-level"),
         ("for i in range(3):\n    pass\ndef strategy(board):\n    return '0'", "top-level"),
@@ -107,13 +119,18 @@ def test_imported_modules_are_proxies_without_module_attributes():
         ("async def strategy(board):\n    return '0'", "signature"),
         ("def play(board):\n    return '0'", "signature"),
         ("import functools\n@functools.lru_cache\ndef strategy(board):\n    return '0'", "signature"),
-        ("def strategy(__board):\n    return '0'", "dunder"),
+        ("def strategy(__board__):\n    return '0'", "dunder"),
+        ("import math as __builtins__\ndef strategy(board):\n    return '0'", "dunder"),
+        ("def strategy(board):\n    __builtins__ = {}\n    return '0'", "dunder"),
+        ("def strategy(board):\n    return (lambda *__args__: 1)()", "dunder"),
+        ("def strategy(board):\n    try:\n        pass\n    except Exception as __e__:\n        pass", "dunder"),
+        ("def strategy(board):\n    return __name__", "dunder"),
         # a class pattern reads attributes by the names it gives: the same rules as attribute access
         ("def strategy(board):\n    match board:\n        case object(__class__=c):\n            return c", "dunder"),
         ("def strategy(board):\n    match board:\n        case object(_hidden=h):\n            return h", "dunder"),
         ("def strategy(board):\n    match board:\n        case object(gi_frame=f):\n            return f", "dunder"),
-        ("def strategy(board):\n    match board:\n        case [*__rest]:\n            return '0'", "dunder"),
-        ("def strategy(board):\n    return dict(__class__=board)", "dunder"),
+        ("def strategy(board):\n    match board:\n        case [*__rest__]:\n            return '0'", "dunder"),
+        ("def strategy(board):\n    match board:\n        case {**__rest__}:\n            return '0'", "dunder"),
     ],
 )
 def test_each_rule_names_itself(source, rule):
@@ -121,6 +138,92 @@ def test_each_rule_names_itself(source, rule):
         check(source, STRATEGY)
     assert info.value.kind == "policy" and info.value.rule == rule, str(info.value)
     assert info.value.line is None or info.value.line >= 1
+
+
+# Honest look-alikes of what the rules refuse: each is accepted, builds and returns what Python says it does.
+# (source, what strategy(None) returns). The rules read name lookups, attribute access and format fields; text
+# and a program's own bindings are not any of those.
+HONEST_LOOKALIKES = [
+    # forbidden-name: every way to bind a name of one's own, then use it
+    ("def strategy(board):\n    eval = 3\n    return eval", 3),
+    ("def strategy(input):\n    return input", None),
+    ("def helper(type, id=2):\n    return type + id\ndef strategy(board):\n    return helper(1)", 3),
+    ("def strategy(board):\n    for dir in range(3):\n        pass\n    return dir", 2),
+    ("def strategy(board):\n    return [vars for vars in range(3)]", [0, 1, 2]),
+    ("def strategy(board):\n    return {open: 1 for open in 'ab'}", {"a": 1, "b": 1}),
+    ("import math as vars\ndef strategy(board):\n    return vars.floor(2.5)", 2),
+    ("from math import floor as compile\ndef strategy(board):\n    return compile(2.5)", 2),
+    ("def eval(board):\n    return 7\ndef strategy(board):\n    return eval(board)", 7),
+    ("def strategy(board):\n    try:\n        {}[1]\n    except KeyError as input:\n        return str(input)", "1"),
+    ("def strategy(board):\n    if (getattr := 4) > 3:\n        return getattr", 4),
+    ("def strategy(board):\n    return [(setattr := x) for x in range(2)] + [setattr]", [0, 1, 1]),
+    ("def strategy(board):\n    global vars\n    vars = 5\n    return vars", 5),
+    ("def strategy(board):\n    help = 'me'\n    def inner():\n        return help\n    return inner()", "me"),
+    ("def strategy(board):\n    return (lambda locals: locals * 2)(4)", 8),
+    (
+        "def strategy(board):\n    match [1, 2]:\n        case [globals, *exec]:\n            return globals + exec[0]",
+        3,
+    ),
+    ("def strategy(board):\n    match {'a': 1}:\n        case {'a': breakpoint}:\n            return breakpoint", 1),
+    ("LIMIT = 3\ndelattr = [LIMIT]\ndef strategy(board):\n    return delattr", [3]),
+    # names absent from the curated builtins but no way around a rule: a NameError when called, not a cheat
+    ("def strategy(board):\n    if board:\n        return type(board)\n    return 'no type needed'", "no type needed"),
+    ("def strategy(id):\n    max = sum = 1\n    list = [max, sum]\n    return list", [1, 1]),
+    # dunder: ``__x`` is an ordinary name outside a class (programs have none); text is text
+    ("def strategy(__board):\n    return __board", None),
+    ("def strategy(board):\n    match [1, 2]:\n        case [*__rest]:\n            return __rest", [1, 2]),
+    ("def strategy(board):\n    return dict(__class__=1)", {"__class__": 1}),
+    ("def strategy(board):\n    return {'__init__': 1, '__class__': b'__dict__'}['__init__']", 1),
+    ('def strategy(board):\n    """Uses __slots__-like text, f_back and gi_frame, {0.__class__}."""\n    return 1', 1),
+    ("def strategy(board):\n    '{0.__class__}: a discarded expression is no template'\n    return 2", 2),
+    ("def strategy(board):\n    return '__' + 'init' + '__'", "__init__"),
+    (
+        "def strategy(board):\n    return '{0[__class__]} {x.real} {{0.__class__}}'.format({'__class__': 1}, x=2)",
+        "1 2 {0.__class__}",
+    ),
+    ("def strategy(board):\n    return '{:>3}|{!r}'.format(7, 'f_back')", "  7|'f_back'"),
+    ("def strategy(board):\n    return '%(__name__)s' % {'__name__': 'x'}", "x"),
+    ("def strategy(board):\n    f_back = 1\n    gi_frame = 2\n    return f_back + gi_frame", 3),
+    ("def strategy(board):\n    x = 5\n    return f'{x!r:>{3}} __{x}__'", "  5 __5__"),
+    # import: a star import takes the proxy's public names; ``from __future__`` is a compiler directive
+    ("from math import *\ndef strategy(board):\n    return floor(pi)", 3),
+    (
+        "from __future__ import annotations\nimport typing\n\ndef strategy(board: typing.List[int]) -> str:\n"
+        "    return 'ok'",
+        "ok",
+    ),
+]
+
+
+@pytest.mark.parametrize(("source", "expected"), HONEST_LOOKALIKES)
+def test_honest_look_alikes_are_accepted_and_run(source, expected):
+    assert build(check(source, STRATEGY), STRATEGY)(None) == expected
+
+
+@pytest.mark.parametrize("name", ["type", "id", "dir", "hasattr", "object", "super", "memoryview", "exit"])
+def test_an_absent_builtin_is_an_undefined_name_not_a_cheat(name):
+    fn = build(check(f"def strategy(board):\n    return {name}(board)\n", STRATEGY), STRATEGY)
+    with pytest.raises(NameError):
+        fn(None)
+
+
+def test_a_forbidden_name_is_reported_at_its_lookup():
+    source = "def strategy(board):\n    vars = 1\n    return vars\n\ndef other(x):\n    return vars(x)\n"
+    with pytest.raises(ProgramError) as info:
+        check(source, STRATEGY)
+    assert (info.value.rule, info.value.line) == ("forbidden-name", 6)
+
+
+def test_no_module_proxy_offers_a_forbidden_name():
+    """A star import binds the proxy's public names: none may be a builtin the rules refuse."""
+    for name in SAFE_IMPORTS:
+        assert not set(vars(programs._proxy(name))) & programs.FORBIDDEN_NAMES, name
+
+
+def test_annotations_are_never_evaluated():
+    """Compiled as under ``from __future__ import annotations``: a signature's names are text, looked up by no one."""
+    source = "def strategy(board: eval) -> vars:\n    return 1\n"
+    assert build(check(source, STRATEGY), STRATEGY)(None) == 1
 
 
 def test_restricted_builtins_stop_what_the_ast_cannot_see():

@@ -10,14 +10,13 @@ quicker find scores more.
 
 from __future__ import annotations
 
-import random
-import secrets
 import uuid
 from typing import Any, Literal
 
 from pydantic import Field
 
 from stratagem.envs.core import Action, Environment, EpisodeNotActive, InvalidAction, Observation, State
+from stratagem.envs.rng import episode_rng, new_seed, seed_number
 
 Hint = Literal["higher", "lower"]
 
@@ -57,10 +56,11 @@ class HigherLowerEnv(Environment):
         self._history: list[tuple[int, Hint]] = []
 
     def reset(self, seed: int | None = None, episode_id: str | None = None) -> GuessObservation:
-        seed = secrets.randbits(31) if seed is None else seed
-        self._secret = random.Random(seed).randint(1, self.high)
+        seed = new_seed() if seed is None else seed
+        # The episode's keyed stream, not random.Random(seed): a program that knows the seeds could rerun that.
+        self._secret = episode_rng(seed, "higher-lower/secret").randint(1, self.high)
         self._history = []
-        self._state = GuessState(episode_id=episode_id or str(uuid.uuid4()), seed=seed)
+        self._state = GuessState(episode_id=episode_id or str(uuid.uuid4()), seed=seed_number(seed))
         return self._observe(reward=None, won=False)
 
     def step(self, action: GuessAction, timeout_s: float | None = None) -> GuessObservation:

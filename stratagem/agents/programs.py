@@ -6,12 +6,32 @@ Three steps, each reporting *which* rule a program broke so rewards and logs can
    that defines the function, else the bare code from the first ``def``/``import``), trimming
    trailing prose. The completion is untrusted model output: its size is capped and every step is
    linear in it.
-2. ``check``: parse it and walk the AST. String matching for ``import os`` is trivially
-   bypassed (``__import__``, ``getattr(__builtins__, ...)``, ``gen.gi_frame.f_back``), so the
-   rules are structural: imports only from the task's allowlist; no names that reach the
-   interpreter (``eval``, ``exec``, ``open``, ``globals``, ``getattr``, ...); no dunder or private
-   names or attributes; no frame/code introspection attributes; no string holding a dunder;
-   no class definitions; and exactly the expected function signature.
+2. ``check``: parse it, walk the AST and read the compiled code's name lookups. The kernel is the
+   boundary (``runner.py``), so these rules only *classify*: a refusal by a cheating rule scores
+   as a cheat (``rewards.py``), and a false one teaches a policy to avoid honest code. So each rule
+   looks at exactly the construct that would reach the interpreter, never at text that merely
+   resembles one:
+
+   - ``import``: imports only from the task's allowlist (and ``from __future__ import <feature>``, a
+     compiler directive), no relative import, no private name of a module (``*`` takes public ones);
+   - ``forbidden-name``: a *lookup that reaches the builtins* of a name whose builtin would be a way
+     around the other rules (``eval``, ``open``, ``globals``, ``getattr``...: ``FORBIDDEN_NAMES``). A
+     program's own binding of such a name (a variable, parameter, loop target, import alias, def,
+     ``except``/``with`` alias, walrus) is its own; Python's own scoping decides, read from the
+     compiled code. Every other builtin missing from ``SAFE_BUILTINS`` (``type``, ``id``, ``dir``...)
+     is simply absent: a NameError at run time, a crash like any other undefined name;
+   - ``dunder``: names of the interpreter's own (``__x__``: ``__builtins__``, ``__import__``), read or
+     bound anywhere; attributes that are private or dunder (``x.__class__``, ``random._inst``), by
+     attribute syntax, a ``match`` class pattern, or a replacement field of a string that can serve
+     as a format template (``"{0.__class__}".format(x)``);
+   - ``introspection``: frame and code attributes (``gen.gi_frame.f_back``), by the same three ways;
+   - ``class``, ``top-level``, ``signature`` (broken programs, crashes): no class definitions, only
+     definitions and constants at top level, exactly the expected function signature.
+
+   Text is text: a docstring or string holding ``__`` or ``f_back`` is not a lookup. What no static
+   rule can see (a template or attribute name built at run time) is the run time's: the curated
+   builtins and module proxies below, the audit hook (frames and code objects, imports, files), and
+   the kernel.
 3. ``build``: execute the module with a curated builtins table and a guarded ``__import__``
    that hands out proxies of the allowed modules (public, non-module attributes only), and
    return the function. The process it runs in is confined separately (``runner.py``): this
@@ -19,13 +39,17 @@ Three steps, each reporting *which* rule a program broke so rewards and logs can
 """
 
 from __future__ import annotations
+import __future__
 
+import _string  # the parser str.format itself uses, for format templates' replacement fields
 import ast
 import builtins
+import dis
 import hashlib
 import importlib
 import types
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,12 +67,16 @@ class Program:
     sha: str
 
 
+# Builtins that, were they there, would be a way around the other rules: code from text, the host (files, the
+# terminal, a debugger, pydoc), namespaces and any object's ``__dict__``, attributes by names made at run time.
+# None is in SAFE_BUILTINS, so a lookup finds nothing; the rule names the attempt. Builtins absent for no such
+# reason (``type``, ``id``, ``dir``, ``hasattr``, ``object``, ``super``...) are not listed: a NameError, a crash.
 FORBIDDEN_NAMES = frozenset(
     {
-        "eval", "exec", "compile", "open", "input", "breakpoint", "help", "exit", "quit",
-        "globals", "locals", "vars", "dir", "getattr", "setattr", "delattr", "hasattr",
-        "memoryview", "classmethod", "staticmethod", "property", "super", "type", "object",
-        "id", "copyright", "credits", "license",
+        "eval", "exec", "compile",
+        "open", "input", "breakpoint", "help",
+        "globals", "locals", "vars",
+        "getattr", "setattr", "delattr",
     }
 )  # fmt: skip
 # Attributes that lead from ordinary objects back to frames, code and module globals.
@@ -70,6 +98,15 @@ SAFE_BUILTINS = frozenset(
         "ValueError", "ZeroDivisionError",
     }
 )  # fmt: skip
+# ``from __future__ import annotations`` is a compiler directive (it also imports ``__future__``, whose proxy
+# holds only the feature records): honest, and common in generated code.
+FUTURE = "__future__"
+FUTURE_FEATURES = frozenset(__future__.all_feature_names)
+# The compiled lookups that go to the module's globals, then to the builtins.
+_GLOBAL_LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"})
+# How programs are compiled, here and in ``build``: annotations are kept as text, never evaluated (PEP 563),
+# so ``def strategy(board: List[List[int]])`` runs no code of ``typing`` and looks up no name.
+COMPILE_FLAGS = __future__.annotations.compiler_flag
 
 
 def program_hash(source: str) -> str:
@@ -90,8 +127,12 @@ def check(source: str, strategy: StrategySpec) -> Program:
                     f"{type(node).__name__}", node)  # fmt: skip
         if isinstance(node, ast.Expr) and not isinstance(node.value, ast.Constant):
             _refuse("top-level", "top-level expressions run at import; put code inside the function", node)
+    discarded = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}  # docstrings & co.
     for node in ast.walk(tree):
         _check_node(node, allowed)
+        if isinstance(node, ast.Constant) and id(node) not in discarded:
+            _check_template(node)
+    _check_builtin_lookups(tree)
     _check_signature(tree, strategy)
     return Program(source=source, function=strategy.function, sha=program_hash(source))
 
@@ -101,61 +142,149 @@ def _refuse(rule: str, message: str, node: ast.AST | None = None) -> None:
 
 
 def _is_dunder(name: str) -> bool:
-    """``__builtins__``, ``__import__``, ``__class__``...: the handles on the interpreter."""
-    return name.startswith("__")
+    """``__builtins__``, ``__import__``, ``__class__``...: the interpreter's own names (``__x`` is an ordinary
+    name outside a class, and programs have no classes)."""
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
+
+
+def _attribute_rule(attr: str) -> str | None:
+    """The rule an attribute name breaks, by whatever syntax it is read: private or dunder, or introspection."""
+    if attr.startswith("_"):  # random._os, x.__class__: private and dunder attributes alike
+        return "dunder"
+    return "introspection" if attr in INTROSPECTION_ATTRIBUTES else None
+
+
+def _bound_names(node: ast.AST) -> list[str]:
+    """The names a node binds that are not ``ast.Name`` nodes: defs, parameters, aliases, handlers, patterns."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return [node.name]
+    if isinstance(node, ast.arguments):
+        every = [*node.posonlyargs, *node.args, *node.kwonlyargs, node.vararg, node.kwarg]
+        return [arg.arg for arg in every if arg is not None]
+    if isinstance(node, ast.alias):
+        return [node.asname] if node.asname else []
+    if isinstance(node, (ast.Global, ast.Nonlocal)):
+        return list(node.names)
+    if isinstance(node, ast.ExceptHandler):
+        return [node.name] if node.name else []
+    if isinstance(node, (ast.MatchAs, ast.MatchStar)):
+        return [node.name] if node.name else []
+    if isinstance(node, ast.MatchMapping):
+        return [node.rest] if node.rest else []
+    return []
 
 
 def _check_node(node: ast.AST, allowed: set[str]) -> None:
     if isinstance(node, (ast.Import, ast.ImportFrom)):
-        names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-        if isinstance(node, ast.ImportFrom) and node.level:
-            _refuse("import", "relative imports are not allowed", node)
-        for name in names:
-            if name not in allowed:
-                _refuse("import", f"import of {name!r} is not allowed; allowed: {', '.join(sorted(allowed))}", node)
-        if isinstance(node, ast.ImportFrom):
-            for alias in node.names:
-                if alias.name == "*" or alias.name.startswith("_"):
-                    _refuse("import", f"'from {node.module} import {alias.name}' is not allowed", node)
+        _check_import(node, allowed)
     elif isinstance(node, ast.Name):
-        if node.id in FORBIDDEN_NAMES:
-            _refuse("forbidden-name", f"{node.id!r} reaches the interpreter and is not allowed", node)
         if _is_dunder(node.id):
             _refuse("dunder", f"dunder names ({node.id!r}) are not allowed", node)
     elif isinstance(node, ast.Attribute):
-        if node.attr.startswith("_"):  # random._os, x.__class__: private and dunder attributes alike
+        rule = _attribute_rule(node.attr)
+        if rule == "dunder":
             _refuse("dunder", f"attribute {node.attr!r}: private and dunder attributes are not allowed", node)
-        if node.attr in INTROSPECTION_ATTRIBUTES:
+        if rule == "introspection":
             _refuse("introspection", f"attribute {node.attr!r} reaches frames or code objects", node)
-    elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
-        name = getattr(node, "name", "")
-        if _is_dunder(name):
-            _refuse("dunder", f"dunder function names ({name!r}) are not allowed", node)
-        for arg in [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]:
-            if _is_dunder(arg.arg):
-                _refuse("dunder", f"dunder parameter names ({arg.arg!r}) are not allowed", node)
     elif isinstance(node, ast.ClassDef):
         _refuse("class", "class definitions are not allowed; use functions, tuples and dicts", node)
-    elif isinstance(node, (ast.Global, ast.Nonlocal)) and any(_is_dunder(n) for n in node.names):
-        _refuse("dunder", "dunder names are not allowed", node)
     elif isinstance(node, ast.MatchClass):  # ``case C(__globals__=g)`` reads attributes by the names it gives
         for attr in node.kwd_attrs:
-            if attr.startswith("_") or attr in INTROSPECTION_ATTRIBUTES:
+            if _attribute_rule(attr):
                 _refuse("dunder", f"class pattern attribute {attr!r}: private, dunder and introspection "
                         "attributes are not allowed", node)  # fmt: skip
-    elif isinstance(node, (ast.MatchAs, ast.MatchStar, ast.MatchMapping)):
-        name = node.rest if isinstance(node, ast.MatchMapping) else node.name
-        if name and _is_dunder(name):
+    for name in _bound_names(node):
+        if _is_dunder(name):
             _refuse("dunder", f"dunder names ({name!r}) are not allowed", node)
-    elif isinstance(node, ast.keyword) and node.arg and _is_dunder(node.arg):
-        _refuse("dunder", f"dunder keyword arguments ({node.arg!r}) are not allowed", node)
-    elif isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
-        text = node.value if isinstance(node.value, str) else node.value.decode("latin-1")
-        if "__" in text:
-            _refuse("dunder", "strings containing '__' are not allowed (they are how dunder lookups are smuggled)",
+
+
+def _check_import(node: ast.Import | ast.ImportFrom, allowed: set[str]) -> None:
+    if isinstance(node, ast.ImportFrom):
+        if node.level:
+            _refuse("import", "relative imports are not allowed", node)
+        if node.module == FUTURE and all(alias.name in FUTURE_FEATURES for alias in node.names):
+            return
+        names = [node.module or ""]
+    else:
+        names = [alias.name for alias in node.names]
+    for name in names:
+        if name not in allowed:
+            _refuse("import", f"import of {name!r} is not allowed; allowed: {', '.join(sorted(allowed))}", node)
+    if isinstance(node, ast.ImportFrom):  # ``*`` brings the proxy's public names, as ``import m`` would
+        for alias in node.names:
+            if alias.name.startswith("_"):
+                _refuse("import", f"'from {node.module} import {alias.name}' is not allowed", node)
+
+
+def _check_template(node: ast.Constant) -> None:
+    """A string constant that ``str.format``/``format_map`` would read attributes from, by its replacement fields.
+
+    Only attribute fields (``{0.attr}``) reach attributes; an index (``{0[__key__]}``) is an item lookup, and
+    text around the fields is text. Fields are read as ``str.format`` reads them, left to right, and a
+    template that turns out malformed still had its earlier fields evaluated, so those count.
+    """
+    if isinstance(node.value, str):
+        text = node.value
+    elif isinstance(node.value, bytes):  # a template once decoded
+        text = node.value.decode("latin-1")
+    else:
+        return
+    if "{" not in text:
+        return
+    for attr in _template_attributes(text):
+        rule = _attribute_rule(attr)
+        if rule == "dunder":
+            _refuse("dunder", f"format field attribute {attr!r}: private and dunder attributes are not allowed",
                     node)  # fmt: skip
-        if any(attr in text for attr in INTROSPECTION_ATTRIBUTES if len(attr) > 4):
-            _refuse("introspection", "strings naming frame or code attributes are not allowed", node)
+        if rule == "introspection":
+            _refuse("introspection", f"format field attribute {attr!r} reaches frames or code objects", node)
+
+
+def _template_attributes(text: str, depth: int = 0) -> Iterator[str]:
+    """The attribute names in a format template's replacement fields, nested ones (``{0:{1.x}}``) included."""
+    try:
+        for _, field, spec, _ in _string.formatter_parser(text):
+            if field is not None:
+                _, rest = _string.formatter_field_name_split(field)
+                yield from (key for is_attribute, key in rest if is_attribute and isinstance(key, str))
+            if spec and depth < 2:
+                yield from _template_attributes(spec, depth + 1)
+    except ValueError:  # malformed from here on: str.format stops here too
+        return
+
+
+def _check_builtin_lookups(tree: ast.Module) -> None:
+    """``forbidden-name``: a lookup of a FORBIDDEN_NAMES name that no binding of the program's own answers.
+
+    The compiler has already resolved every name by Python's scoping rules: a local, a parameter or a
+    closure's variable is a fast or cell lookup; only a global lookup can fall through to the builtins,
+    and it does when the module never binds that name (at top level, or through ``global``).
+    """
+    try:
+        with warnings.catch_warnings():  # the compiler's SyntaxWarnings are the worker's to show, not the parent's
+            warnings.simplefilter("ignore")
+            module = compile(tree, "<program>", "exec", flags=COMPILE_FLAGS, dont_inherit=True)
+    except SyntaxError as exc:
+        raise ProgramError("syntax", "syntax", exc.msg or "invalid syntax", exc.lineno) from None
+    except (RecursionError, MemoryError, ValueError):
+        raise ProgramError("syntax", "syntax", "too deeply nested to compile; flatten the nesting") from None
+    bound: set[str] = set()
+    lookups: list[tuple[str, int | None]] = []
+    pending = [module]
+    while pending:
+        code = pending.pop()
+        pending.extend(const for const in code.co_consts if isinstance(const, types.CodeType))
+        for instruction in dis.get_instructions(code):
+            name = instruction.argval
+            if instruction.opname == "STORE_GLOBAL" or (instruction.opname == "STORE_NAME" and code is module):
+                bound.add(name)
+            elif instruction.opname in _GLOBAL_LOADS and name in FORBIDDEN_NAMES:
+                positions = getattr(instruction, "positions", None)
+                lookups.append((name, positions.lineno if positions else None))
+    for name, line in sorted(lookups, key=lambda lookup: lookup[1] or 0):
+        if name not in bound:
+            raise ProgramError("policy", "forbidden-name", f"{name!r} reaches the interpreter and is not allowed "
+                               "(a name of your own is fine: bind it before use)", line)  # fmt: skip
 
 
 def _check_signature(tree: ast.Module, strategy: StrategySpec) -> None:
@@ -204,7 +333,7 @@ def _proxy(name: str) -> _ModuleProxy:
 
 def _guarded_import(allowed: Iterable[str]) -> Callable[..., Any]:
     cache: dict[str, _ModuleProxy] = {}
-    allowed = frozenset(allowed)
+    allowed = frozenset(allowed) | {FUTURE}  # what ``from __future__ import annotations`` imports
 
     def guarded(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
         if level or name not in allowed:
@@ -235,7 +364,7 @@ def build(program: Program, strategy: StrategySpec, namespace: dict[str, Any] | 
     caller records them as the program's exception.
     """
     namespace = new_namespace(strategy) if namespace is None else namespace
-    exec(compile(program.source, f"<program {program.sha}>", "exec"), namespace)
+    exec(compile(program.source, f"<program {program.sha}>", "exec", flags=COMPILE_FLAGS, dont_inherit=True), namespace)
     fn = namespace.get(strategy.function)
     if not callable(fn):
         raise ProgramError("policy", "signature", f"{strategy.function} is not a function after running the module")

@@ -23,11 +23,17 @@ FORBIDDEN_PREFIXES = (
     "ftplib.", "smtplib.", "sqlite3.", "glob.", "tempfile.", "gc.", "mmap.", "_posixsubprocess", "object.",
     "cpython.", "fcntl.", "pty.", "syslog.", "winreg.", "msvcrt.",
 )  # fmt: skip
+# Events an allowed library raises for its own bookkeeping while serving the program (typing's
+# ``TypeVar``/``List[int]`` read the caller's module name through ``sys._getframe``; ``overload``
+# reads ``__code__``): forbidden when the program's own frame raises them (a format template that
+# reads ``__code__``), not when a library frame does, since what it reads never reaches the program.
+LIBRARY_BOOKKEEPING = frozenset({"sys._getframe", "sys._getframemodulename", "object.__getattr__"})
 
 
 def watch_program(namespace: dict[str, Any], report: Callable[[str], None], exempt: Iterable[str] = ()) -> None:
     """For the rest of this process's life: a forbidden event raised while the program's code is on the
-    stack is reported (``report`` writes it to the parent at once) and ends the process.
+    stack is reported (``report`` writes it to the parent at once) and ends the process. The events of
+    ``LIBRARY_BOOKKEEPING`` count only when raised by the program's own frame.
 
     The program's frames are those whose globals are ``namespace``: finalizers, generator
     ``finally`` blocks and callbacks count as the program wherever they run. Our own code between
@@ -36,6 +42,7 @@ def watch_program(namespace: dict[str, Any], report: Callable[[str], None], exem
     reaches any object of this process still cannot find, disarm or change it.
     """
     forbidden, allowed, frame_of, busy = FORBIDDEN_PREFIXES, frozenset(exempt), sys._getframe, [False]
+    bookkeeping = LIBRARY_BOOKKEEPING
     leave = os._exit
 
     def hook(event: str, args: tuple[Any, ...]) -> None:
@@ -43,7 +50,9 @@ def watch_program(namespace: dict[str, Any], report: Callable[[str], None], exem
             return
         busy[0] = True  # sys._getframe below raises an event of its own
         try:
-            frame = frame_of(1)
+            frame = frame_of(1)  # the frame that raised it
+            if event in bookkeeping and frame.f_globals is not namespace:
+                return
             while frame is not None and frame.f_globals is not namespace:
                 frame = frame.f_back
         finally:
