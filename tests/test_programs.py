@@ -125,6 +125,8 @@ def test_imported_modules_are_proxies_without_module_attributes():
         ("def strategy(board):\n    return (lambda *__args__: 1)()", "dunder"),
         ("def strategy(board):\n    try:\n        pass\n    except Exception as __e__:\n        pass", "dunder"),
         ("def strategy(board):\n    return __name__", "dunder"),
+        ("def strategy(board):\n    return '0'\nif __name__ == '__main__':\n    pass\nelse:\n    x = 1", "top-level"),
+        ("def strategy(board):\n    return '0'\nif __name__ != '__main__':\n    x = 1", "top-level"),
         # a class pattern reads attributes by the names it gives: the same rules as attribute access
         ("def strategy(board):\n    match board:\n        case object(__class__=c):\n            return c", "dunder"),
         ("def strategy(board):\n    match board:\n        case object(_hidden=h):\n            return h", "dunder"),
@@ -193,6 +195,14 @@ HONEST_LOOKALIKES = [
         "ok",
     ),
 ]
+
+
+@pytest.mark.parametrize("guard", ['__name__ == "__main__"', "'__main__' == __name__"])
+def test_a_scripts_self_test_is_dropped_as_it_could_never_run_here(guard):
+    source = (f"def strategy(board):\n    return 'ok'\n\n\nif {guard}:\n    print(strategy(input()))\n"
+              "    open('x').read()\n")  # fmt: skip
+    program = check(source, STRATEGY)
+    assert program.source == "def strategy(board):\n    return 'ok'\n\n\n" and build(program, STRATEGY)(None) == "ok"
 
 
 @pytest.mark.parametrize(("source", "expected"), HONEST_LOOKALIKES)

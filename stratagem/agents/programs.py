@@ -119,6 +119,13 @@ def check(source: str, strategy: StrategySpec) -> Program:
         tree = parse(source)  # as extraction parses: too deep a nesting is a syntax error, not a RecursionError
     except SyntaxError as exc:
         raise ProgramError("syntax", "syntax", exc.msg or "invalid syntax", exc.lineno) from None
+    guards = [node for node in tree.body if _is_main_guard(node)]
+    if guards:  # a script's self-test: it could never run here (the program is not __main__), so it is dropped
+        lines = source.splitlines(keepends=True)
+        for node in reversed(guards):
+            del lines[node.lineno - 1 : node.end_lineno]
+        source = "".join(lines)
+        tree = parse(source)
     allowed = set(strategy.imports)
     definitions = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)
     for node in tree.body:  # classes and async defs are refused by their own rules below
@@ -135,6 +142,19 @@ def check(source: str, strategy: StrategySpec) -> Program:
     _check_builtin_lookups(tree)
     _check_signature(tree, strategy)
     return Program(source=source, function=strategy.function, sha=program_hash(source))
+
+
+def _is_main_guard(node: ast.stmt) -> bool:
+    """``if __name__ == "__main__":`` (either way round, no ``else``) at top level."""
+    if not isinstance(node, ast.If) or node.orelse or not isinstance(node.test, ast.Compare):
+        return False
+    test = node.test
+    if len(test.ops) != 1 or not isinstance(test.ops[0], ast.Eq):
+        return False
+    sides = [test.left, test.comparators[0]]
+    names = [side.id for side in sides if isinstance(side, ast.Name)]
+    constants = [side.value for side in sides if isinstance(side, ast.Constant)]
+    return names == ["__name__"] and constants == ["__main__"]
 
 
 def _refuse(rule: str, message: str, node: ast.AST | None = None) -> None:
