@@ -48,7 +48,14 @@ def build_parser(train_fields: bool = True) -> argparse.ArgumentParser:
         ("--session-timeout", float, limits.session_timeout_s, "S", "close sessions idle this many seconds"),
         ("--step-timeout", float, limits.step_timeout_s, "S", "longest a reset/step may take; requests may ask less"),
         ("--max-body-bytes", int, limits.max_body_bytes, "N", "largest request body or WebSocket message"),
+        ("--header-timeout", float, limits.header_timeout_s, "S", "a request's headers must arrive within this (408)"),
+        ("--body-timeout", float, limits.body_timeout_s, "S", "a request's whole body must arrive within this (408)"),
+        ("--max-connections-per-client", int, limits.max_connections_per_client, "N",
+         "connections one address may have still sending a request after 1 s; past it the oldest gets 429"),
     ])  # fmt: skip
+    serve.add_argument("--max-connections", type=positive(int), default=None, metavar="N",
+                       help="connections held at once; past it requests other than GET /health get 503 "
+                       "(default 2 x max-sessions + 64)")  # fmt: skip
     serve.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     _add_weaker_flag(serve, "environments that run code (sandbox)")
 
@@ -196,6 +203,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         session_timeout_s=args.session_timeout,
         step_timeout_s=args.step_timeout,
         max_body_bytes=args.max_body_bytes,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        max_connections_per_client=args.max_connections_per_client,
+        max_connections=args.max_connections,
     )
     params = _with_game(spec, dict(args.param), args.game)
     if _runs_code(spec):  # check the sandbox now, not at the first client's reset

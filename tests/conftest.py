@@ -16,7 +16,7 @@ import httpx
 import pytest
 import uvicorn
 
-from stratagem.envs.server import create_app
+from stratagem.envs.server import create_app, server_config
 from stratagem.envs.sessions import Limits
 
 HERE = Path(__file__).parent
@@ -38,9 +38,14 @@ def free_port() -> int:
 
 @contextmanager
 def running(app: Any, ws_max_size: int = 1 << 20) -> Iterator[str]:
-    """Serve an ASGI app with uvicorn on a background thread; yield its base URL."""
+    """Serve an ASGI app with uvicorn on a background thread; yield its base URL. Our apps run exactly as
+    ``stratagem serve`` runs them (``server_config``: the connection guard included); others plainly."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", ws_max_size=ws_max_size, lifespan="on")
+    if hasattr(getattr(app, "state", None), "manager"):
+        config = server_config(app, port=port, log_level="error")
+    else:
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", ws_max_size=ws_max_size)
+    config.lifespan = "on"
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

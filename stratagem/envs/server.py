@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
@@ -37,6 +37,9 @@ from stratagem.envs.routes import EnvRoutes, HotPath, Reply
 from stratagem.envs.sessions import Limits, SessionManager
 from stratagem.envs.spec import EnvSpec, resolve
 from stratagem.envs.websocket import serve_websocket
+
+if TYPE_CHECKING:
+    import uvicorn
 
 
 def json_response(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -160,6 +163,31 @@ def _body_doc(schema: dict[str, Any], action: dict[str, Any] | None = None) -> d
     return {"requestBody": {"required": False, "content": {"application/json": {"schema": schema}}}}
 
 
+def server_config(
+    app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning", http: str = "auto"
+) -> uvicorn.Config:
+    """The ``uvicorn.Config`` that ``serve`` runs (tests run the same): the app's limits, guarded connections.
+
+    uvicorn's ``limit_concurrency`` is left off: guard.py keeps the connection cap instead,
+    counting what one client cannot inflate, and answers ``/health`` even at the cap.
+    """
+    import uvicorn
+
+    from stratagem.envs.guard import guarded_protocol
+
+    limits: Limits = app.state.manager.limits
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        http=guarded_protocol(limits, http),
+        ws_max_size=limits.max_body_bytes,
+        timeout_keep_alive=30,
+        access_log=False,
+    )
+
+
 def serve(
     spec: EnvSpec | str,
     host: str = "127.0.0.1",
@@ -172,21 +200,18 @@ def serve(
     import sys
 
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
 
-    limits = limits or Limits()
-    app = create_app(spec, params, limits)
+    app = create_app(spec, params, limits or Limits())
     name = app.state.manager.spec.name
     print(f"serving {name!r} on http://{host}:{port} (WebSocket: ws://{host}:{port}/ws); Ctrl-C stops", file=sys.stderr)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
-        ws_max_size=limits.max_body_bytes,
-        limit_concurrency=limits.max_sessions * 2 + 64,
-        timeout_keep_alive=30,
-        access_log=False,
-    )
+    server = uvicorn.Server(server_config(app, host, port, log_level))
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    if not server.started:  # as uvicorn.run: it logged why
+        sys.exit(STARTUP_FAILURE)
 
 
 def __getattr__(name: str) -> Any:

@@ -49,11 +49,34 @@ class Limits:
     session_timeout_s: float = 300.0
     step_timeout_s: float = 30.0
     max_body_bytes: int = 1 << 20
+    # Connection-level (guard.py): deadlines for a request to arrive, slow (still unfinished after
+    # a second) requests per client address, and the connection cap (None: 2 * max_sessions + 64).
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    max_connections_per_client: int = 32
+    max_connections: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_sessions", "session_timeout_s", "step_timeout_s", "max_body_bytes"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in (
+            "max_sessions",
+            "session_timeout_s",
+            "step_timeout_s",
+            "max_body_bytes",
+            "header_timeout_s",
+            "body_timeout_s",
+            "max_connections_per_client",
+            "max_connections",
+        ):
+            value = getattr(self, name)
+            if value is None and name == "max_connections":
+                continue
+            if value <= 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+
+    @property
+    def connection_limit(self) -> int:
+        """Connections held at once (HTTP and WebSocket); past it requests other than /health get 503."""
+        return self.max_connections if self.max_connections is not None else 2 * self.max_sessions + 64
 
 
 @dataclass(eq=False)
