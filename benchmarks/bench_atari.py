@@ -36,8 +36,8 @@ import numpy as np  # noqa: E402
 from benchmarks.bench_server import start  # noqa: E402
 from stratagem.agents.programs import build, load  # noqa: E402
 from stratagem.agents.runner import Runner  # noqa: E402
+from stratagem.client.http import EnvClient  # noqa: E402
 from stratagem.envs.atari import AtariEnv, resolve_game  # noqa: E402
-from stratagem.envs.client import EnvClient  # noqa: E402
 from stratagem.envs.spec import resolve  # noqa: E402
 
 RANDOM_PROGRAM = "import random\n\ndef strategy(obs):\n    return random.choice(obs['actions'])\n"

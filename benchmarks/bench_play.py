@@ -35,7 +35,7 @@ from benchmarks.bench_server import OPENENV, STRATAGEM, openenv_client, start  #
 from stratagem.agents.baselines import HEURISTIC_2048  # noqa: E402
 from stratagem.agents.programs import build, load  # noqa: E402
 from stratagem.agents.runner import Runner  # noqa: E402
-from stratagem.envs.client import EnvClient  # noqa: E402
+from stratagem.client.http import EnvClient  # noqa: E402
 from stratagem.envs.game2048 import Game2048Env  # noqa: E402
 from stratagem.envs.spec import resolve  # noqa: E402
 

@@ -30,7 +30,7 @@ import uvloop
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stratagem.envs.client import AsyncEnvClient, EnvClient  # noqa: E402
+from stratagem.client.http import AsyncEnvClient, EnvClient  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 
 
@@ -104,7 +104,7 @@ def sync_rate(connect: Callable[[], Any], seconds: float) -> float:
 
 def echo_rate(url: str, seconds: float) -> float:
     """Round trips/s of a step-sized message through uvicorn with nothing behind it."""
-    from stratagem.envs.wsclient import BlockingWebSocket
+    from stratagem.client.ws import BlockingWebSocket
 
     ws = BlockingWebSocket(url.replace("http://", "ws://") + "/ws")
     message, n, t0 = '{"type":"step","data":{"action_id":1}}', 0, time.perf_counter()

@@ -17,7 +17,7 @@ import time
 
 import httpx
 
-from stratagem.envs.client import EnvClient
+from stratagem.client.http import EnvClient
 
 UP, RIGHT, DOWN, LEFT = range(4)
 

@@ -28,7 +28,7 @@ def build_parser(train_fields: bool = True) -> argparse.ArgumentParser:
     )
     from stratagem import __version__
     from stratagem.agents.runner import Limits as RunnerLimits
-    from stratagem.envs.sessions import Limits
+    from stratagem.server.sessions import Limits
 
     parser.add_argument("--version", action="version", version=f"stratagem {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -193,9 +193,9 @@ def cmd_envs(_: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from stratagem.envs.server import serve
-    from stratagem.envs.sessions import Limits
     from stratagem.envs.spec import resolve
+    from stratagem.server.app import serve
+    from stratagem.server.sessions import Limits
 
     spec = resolve(args.env)
     limits = Limits(
@@ -296,7 +296,7 @@ def cmd_play(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from stratagem.envs.validate import Validator, format_table
+    from stratagem.client.validate import Validator, format_table
 
     results = Validator(args.url, action=args.action, timeout_s=args.timeout).run()
     print(format_table(results))
@@ -372,8 +372,8 @@ def cmd_new_env(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from stratagem.envs.sessions import FactoryFailed
     from stratagem.envs.spec import ManifestError
+    from stratagem.server.sessions import FactoryFailed
 
     argv = sys.argv[1:] if argv is None else argv
     command = next((word for word in argv if not word.startswith("-")), None)

@@ -16,8 +16,8 @@ import httpx
 import pytest
 import uvicorn
 
-from stratagem.envs.server import create_app, server_config
-from stratagem.envs.sessions import Limits
+from stratagem.server.app import create_app, server_config
+from stratagem.server.sessions import Limits
 
 HERE = Path(__file__).parent
 

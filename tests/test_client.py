@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
+from stratagem.client.http import AsyncEnvClient, EnvClient, NotActive, ServerBusy, SessionLost, http_url, ws_url
 from stratagem.envs import EpisodeNotActive, InvalidAction
-from stratagem.envs.client import AsyncEnvClient, EnvClient, NotActive, ServerBusy, SessionLost, http_url, ws_url
-from stratagem.envs.sessions import Limits
+from stratagem.server.sessions import Limits
 from tests.conftest import running
 
 

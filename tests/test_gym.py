@@ -16,9 +16,9 @@ from gymnasium.utils.env_checker import check_env
 
 from stratagem.envs import InvalidAction, resolve
 from stratagem.envs.game2048 import Game2048Env
-from stratagem.envs.gym import GymEnv, gym_id, register
 from stratagem.envs.openspiel import OpenSpielEnv
-from stratagem.envs.server import create_app
+from stratagem.gym.env import GymEnv, gym_id, register
+from stratagem.server.app import create_app
 from tests.conftest import HERE, running
 
 TOY = HERE / "toy_env" / "openenv.yaml"

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from stratagem.envs.client import AsyncEnvClient, EnvClient
+from stratagem.client.http import AsyncEnvClient, EnvClient
 from tests.conftest import free_port
 
 SESSIONS = 64

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from stratagem.cli import main
+from stratagem.client.validate import Validator, format_table
 from stratagem.envs import load_spec
-from stratagem.envs.server import create_app
 from stratagem.envs.skeleton import names, new_env
-from stratagem.envs.validate import Validator, format_table
+from stratagem.server.app import create_app
 from tests.conftest import HERE, running
 
 # Each test makes its own NAME: the manifest's directory joins sys.path and Python caches modules by name.

@@ -17,11 +17,11 @@ from pydantic import ValidationError
 from stratagem.agents.prompts import task_prompt
 from stratagem.agents.runner import Limits, Runner
 from stratagem.cli import main
+from stratagem.client.http import EnvClient
 from stratagem.envs import EpisodeNotActive, InvalidAction, ManifestError, make, resolve
-from stratagem.envs.client import EnvClient
 from stratagem.envs.openspiel import OpenSpielAction, OpenSpielEnv, OpenSpielObservation
-from stratagem.envs.server import create_app
-from stratagem.envs.sessions import FactoryFailed
+from stratagem.server.app import create_app
+from stratagem.server.sessions import FactoryFailed
 from tests.conftest import cli_server
 
 HEURISTIC = Path(__file__).parents[1] / "examples" / "strategies" / "tictactoe_heuristic.py"

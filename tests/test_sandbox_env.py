@@ -220,7 +220,7 @@ def test_episode_bounds_and_bad_parameters():
 
 @pytest.fixture(scope="module")
 def url():
-    from stratagem.envs.server import create_app
+    from stratagem.server.app import create_app
     from tests.conftest import running
 
     with running(create_app("sandbox", {"timeout_s": 20, "memory_mb": 256})) as base:

@@ -27,10 +27,10 @@ import pytest
 import uvicorn
 from websockets.asyncio.client import connect
 
-from stratagem.envs.client import AsyncEnvClient, EnvClient
-from stratagem.envs.guard import ConnectionGuard
-from stratagem.envs.server import create_app, server_config
-from stratagem.envs.sessions import Limits
+from stratagem.client.http import AsyncEnvClient, EnvClient
+from stratagem.server.app import create_app, server_config
+from stratagem.server.guard import ConnectionGuard
+from stratagem.server.sessions import Limits
 from tests.conftest import cli_server, free_port, wait_for
 
 ROOT = Path(__file__).parents[1]

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from stratagem.envs.sessions import Limits
+from stratagem.server.sessions import Limits
 from tests.conftest import APPS, health_ok, wait_for
 
 H = "X-Session-Id"

@@ -8,7 +8,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from stratagem.envs.sessions import Limits
+from stratagem.server.sessions import Limits
 from tests.conftest import health_ok
 
 

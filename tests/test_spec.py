@@ -13,7 +13,7 @@ GOOD = """spec_version: 1
 name: toy
 type: space
 runtime: fastapi
-app: stratagem.envs.server:app
+app: stratagem.server.app:app
 port: 8000
 entry_point: toy_env_module:ToyEnv
 """
@@ -46,7 +46,7 @@ def test_user_environment_from_a_manifest(toy_manifest: Path):
 
 def test_openenv_only_keys_stay_valid(tmp_path: Path):
     spec = load_spec(write(tmp_path, GOOD + "variables: {OPENSPIEL_GAME: '2048'}\n"))
-    assert spec.variables == {"OPENSPIEL_GAME": "2048"} and spec.app == "stratagem.envs.server:app"
+    assert spec.variables == {"OPENSPIEL_GAME": "2048"} and spec.app == "stratagem.server.app:app"
 
 
 @pytest.mark.parametrize(

@@ -110,7 +110,7 @@ class HigherLowerEnv(Environment):
             raise ValueError(f"the strategy returned {shown}; expected an int from 1 to {self.high}")
         return GuessAction(guess=value)
 
-    # --- how Gymnasium sees it (stratagem.envs.gym): the interval the hints leave, as a Markov state ---
+    # --- how Gymnasium sees it (stratagem.gym.env): the interval the hints leave, as a Markov state ---
     def gym_spaces(self) -> tuple[Any, Any]:
         from gymnasium import spaces
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import signal
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -29,14 +29,30 @@ from stratagem.agents.programs import Program
 from stratagem.agents.remote import RemoteGame
 from stratagem.agents.results import ERROR_KINDS, EpisodeResult
 from stratagem.envs.core import EnvError, Environment, InvalidAction, Observation
+from stratagem.envs.rng import EpisodeKey
+from stratagem.envs.spec import EnvSpec
 from stratagem.sandbox.audit import FORBIDDEN_EXIT, MAX_VALUE_BYTES
 from stratagem.sandbox.channel import ChannelClosed, FrameTooLarge
 from stratagem.sandbox.keys import derive_seed
-from stratagem.sandbox.pool import LOST, PoolError, Worker
+from stratagem.sandbox.pool import LOST, PoolError, Worker, WorkerPool
 from stratagem.viz.recording import RecordingWriter, recording_path
 
-if TYPE_CHECKING:
-    from stratagem.agents.runner import Runner
+
+class Host(Protocol):
+    """What a job needs of the runner that schedules it (``runner.py``), named here so jobs never import it."""
+
+    spec: EnvSpec
+    params: dict[str, Any]
+    env: Environment  # the parent's own game: replays and the program bridge
+    limits: Any  # runner.Limits: move_s, episode_s, cpu_s
+    timed: bool
+    url: str | None
+    pool: WorkerPool
+    secret: bytes
+    max_actions: int
+
+    def episode_key(self, seed: int) -> EpisodeKey: ...
+
 
 MAX_MESSAGE = 500
 # How far past its limit a call may run before the parent notices: the worker holds moves back up to
@@ -52,7 +68,7 @@ class Job:
     mode = ""
     frame_bytes = CALL_FRAME_BYTES
 
-    def __init__(self, runner: Runner, index: int, program: Program, seeds: list[int], record: Path | None,
+    def __init__(self, runner: Host, index: int, program: Program, seeds: list[int], record: Path | None,
                  attempt: int = 1) -> None:  # fmt: skip
         self.runner, self.index, self.program, self.record = runner, index, program, record
         self.attempt = attempt

@@ -23,7 +23,7 @@ class RemoteGame:
     """A game on an environment server (WebSocket), seen through the local class's observation model."""
 
     def __init__(self, env: Environment, url: str) -> None:
-        from stratagem.envs.client import EnvClient
+        from stratagem.client.http import EnvClient
 
         self.env = env
         try:
@@ -38,7 +38,7 @@ class RemoteGame:
         return self._observation(self._call(self.client.step, action))
 
     def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
-        from stratagem.envs.client import RemoteError
+        from stratagem.client.http import RemoteError
 
         try:
             return method(*args, **kwargs)

@@ -9,10 +9,11 @@ build overrides them with loops that build only the last one (2048 does).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from stratagem.envs.core import Action, Observation
+from pydantic import BaseModel
+
+Action = Observation = BaseModel  # core.py's classes, which subclass this mixin: named here without importing core
 
 
 class ProgramBridge:

@@ -173,7 +173,7 @@ class Game2048Env(Environment):
         shown = repr(value)[:40] if type(value) in (str, int, float, bool, type(None)) else type(value).__name__
         raise ValueError(f"the strategy returned {shown}; expected one of '0', '1', '2', '3'")
 
-    # Gymnasium's view (envs/gym.py): the board as tile values (2**17 is the largest tile a 4x4 board holds).
+    # Gymnasium's view (gym/env.py): the board as tile values (2**17 is the largest tile a 4x4 board holds).
     def gym_spaces(self) -> tuple[Any, Any]:
         import numpy as np
         from gymnasium import spaces

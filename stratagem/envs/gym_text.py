@@ -1,4 +1,4 @@
-"""Any text as an element of a Gymnasium ``Text`` space: printable ASCII, bounded in length.
+"""Any text as an element of a Gymnasium ``Text`` space (for environments' Gymnasium hooks): printable ASCII.
 
 A ``Text`` space lists the characters it holds, so it cannot hold "any str": a program's
 output, a traceback or an OpenSpiel position (bridge prints its suits as ``♠♥♦♣``) may contain
@@ -8,9 +8,11 @@ it (``\\u2660``, ``\\x1b``): still readable, and always inside the space.
 
 from __future__ import annotations
 
+import string
+
 from gymnasium import spaces
 
-from stratagem.envs.gym_spaces import TEXT_CHARSET
+TEXT_CHARSET = string.printable  # the characters of every Text space here, escapes included
 
 ESCAPE_WIDTH = 10  # the longest escape of one character: \U0001f600
 # ASCII control characters outside TEXT_CHARSET (which keeps tab, newline, CR, VT and FF), as \xNN.

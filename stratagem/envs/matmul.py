@@ -166,7 +166,7 @@ class MatmulEnv(Environment):
             raise ValueError("matmul returned a matrix holding something other than numbers")
         return MatmulAction(C=value, elapsed_s=elapsed_s)
 
-    # Gymnasium's view (envs/gym.py): the factors zero-padded to size x size, where the padded product is the
+    # Gymnasium's view (gym/env.py): the factors zero-padded to size x size, where the padded product is the
     # product padded, so ``obs["A"] @ obs["B"]`` is a right answer; ``shape`` is (n, k, m), zeros once done.
     def gym_spaces(self) -> tuple[Any, Any]:
         import numpy as np

@@ -321,7 +321,7 @@ class OpenSpielEnv(Environment):
         raise ValueError(f"the strategy returned {shown}; expected the 'id' (int) or 'name' (str) of one of "
                          "observation['legal_actions']")  # fmt: skip
 
-    # --- Gymnasium (envs/gym.py; info["action_mask"] marks the legal ids) ---------------------
+    # --- Gymnasium (gym/env.py; info["action_mask"] marks the legal ids) ---------------------
     def gym_spaces(self) -> tuple[Any, Any]:
         """The seat's tensor in the game's shape, as OpenSpiel's RL environment hands it to agents.
 

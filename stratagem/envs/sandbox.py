@@ -245,7 +245,7 @@ class SandboxEnv(Environment):
             reward=reward,
         )
 
-    # --- Gymnasium (envs/gym.py) ---------------------------------------------------------------
+    # --- Gymnasium (gym/env.py) ---------------------------------------------------------------
     def gym_spaces(self) -> tuple[Any, Any]:
         """The cell's code as ``Text``; what a notebook shows as a ``Dict``.
 

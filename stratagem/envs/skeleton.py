@@ -24,7 +24,7 @@ spec_version: 1
 name: $name
 type: space
 runtime: fastapi
-app: stratagem.envs.server:app
+app: stratagem.server.app:app
 port: 8000
 entry_point: $module:$cls          # $module.py, importable from this directory
 description: "One-pile Nim against a random opponent: take 1, 2 or 3 stones; whoever takes the last stone wins."
@@ -145,7 +145,7 @@ class $cls(Environment):
             raise ValueError(f"the strategy returned {shown}; expected 1, 2 or 3")
         return ${cls_prefix}Action(action_id=value)
 
-    # Gymnasium (stratagem.envs.gym.GymEnv) derives spaces from the models above. To choose them yourself,
+    # Gymnasium (stratagem.gym.env.GymEnv) derives spaces from the models above. To choose them yourself,
     # define gym_spaces(self) -> (observation_space, action_space), to_gym_obs(self, observation) and
     # from_gym_action(self, action, observation) -> ${cls_prefix}Action.
 ''')
@@ -162,7 +162,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from stratagem.envs import InvalidAction, load_spec
-from stratagem.envs.gym import GymEnv
+from stratagem.gym.env import GymEnv
 
 MANIFEST = Path(__file__).with_name("openenv.yaml")
 

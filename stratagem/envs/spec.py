@@ -95,7 +95,7 @@ class EnvSpec(BaseModel):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     type: str = "space"
     runtime: Literal["fastapi"] = "fastapi"
-    app: str = "stratagem.envs.server:app"
+    app: str = "stratagem.server.app:app"
     port: int = Field(default=8000, ge=1, le=65535)
     variables: dict[str, str] = Field(default_factory=dict)
     # stratagem's keys

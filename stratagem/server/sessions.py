@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from stratagem.envs.core import Environment, EpisodeNotActive
-from stratagem.envs.deadline import StepTimeout, Watchdog
 from stratagem.envs.spec import EnvSpec
+from stratagem.server.deadline import StepTimeout, Watchdog
 
 T = TypeVar("T")
 

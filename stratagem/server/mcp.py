@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 
 import stratagem
-from stratagem.envs.protocol import JsonRpc
 from stratagem.envs.spec import EnvSpec
+from stratagem.server.protocol import JsonRpc
 
 MCP_PROTOCOL_VERSION = "2025-06-18"
 

@@ -1,4 +1,4 @@
-"""Gymnasium spaces derived from an environment's JSON schemas: the fallback of ``envs/gym.py``.
+"""Gymnasium spaces derived from an environment's JSON schemas: the fallback of ``gym/env.py``.
 
 An environment that does not describe itself to Gymnasium (no ``gym_spaces`` hook) is still a
 ``gymnasium.Env``: its observation becomes a ``Dict`` with one entry per observation field and
@@ -23,7 +23,6 @@ offers all of them. ``action_fields`` chooses explicitly.
 from __future__ import annotations
 
 import json
-import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +30,8 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-TEXT_CHARSET = string.printable
+from stratagem.envs.gym_text import TEXT_CHARSET
+
 MAX_TEXT_LENGTH = 10_000
 INT64 = np.iinfo(np.int64)
 ENVELOPE_FIELDS = ("done", "reward", "metadata")  # lifted to the top level by the wire protocol

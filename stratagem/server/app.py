@@ -22,8 +22,9 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 import stratagem
-from stratagem.envs import mcp
-from stratagem.envs.protocol import (
+from stratagem.envs.spec import EnvSpec, resolve
+from stratagem.server import mcp
+from stratagem.server.protocol import (
     PROTOCOL,
     PROTOCOL_VERSION,
     SESSION_HEADER,
@@ -33,10 +34,9 @@ from stratagem.envs.protocol import (
     jsonable_errors,
     validation_messages,
 )
-from stratagem.envs.routes import EnvRoutes, HotPath, Reply
-from stratagem.envs.sessions import Limits, SessionManager
-from stratagem.envs.spec import EnvSpec, resolve
-from stratagem.envs.websocket import serve_websocket
+from stratagem.server.routes import EnvRoutes, HotPath, Reply
+from stratagem.server.sessions import Limits, SessionManager
+from stratagem.server.websocket import serve_websocket
 
 if TYPE_CHECKING:
     import uvicorn
@@ -173,7 +173,7 @@ def server_config(
     """
     import uvicorn
 
-    from stratagem.envs.guard import guarded_protocol
+    from stratagem.server.guard import guarded_protocol
 
     limits: Limits = app.state.manager.limits
     return uvicorn.Config(
@@ -215,7 +215,7 @@ def serve(
 
 
 def __getattr__(name: str) -> Any:
-    """``stratagem.envs.server:app`` (the manifests' OpenEnv ``app`` key) serves $STRATAGEM_ENV."""
+    """``stratagem.server.app:app`` (the manifests' OpenEnv ``app`` key) serves $STRATAGEM_ENV."""
     if name == "app":
         return create_app(os.environ.get("STRATAGEM_ENV", "2048"))
     raise AttributeError(name)

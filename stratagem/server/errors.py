@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from stratagem.envs.core import EnvError, EpisodeNotActive, InvalidAction
-from stratagem.envs.deadline import StepTimeout
-from stratagem.envs.protocol import dumps, jsonable_errors, validation_messages
-from stratagem.envs.sessions import CapacityReached, FactoryFailed, UnknownParameters
+from stratagem.server.deadline import StepTimeout
+from stratagem.server.protocol import dumps, jsonable_errors, validation_messages
+from stratagem.server.sessions import CapacityReached, FactoryFailed, UnknownParameters
 
 M = TypeVar("M", bound=BaseModel)
 

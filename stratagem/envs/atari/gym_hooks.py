@@ -1,4 +1,4 @@
-"""How an Atari environment looks to Gymnasium (the hooks ``envs/gym.py`` looks up).
+"""How an Atari environment looks to Gymnasium (the hooks ``stratagem/gym/env.py`` looks up).
 
 The spaces follow ale-py's own ``AtariEnv``: ``obs_type="ram"`` is a ``Box(0, 255, (128,),
 uint8)``, ``obs_type="rgb"`` a ``Box(0, 255, (210, 160, 3), uint8)``, and the action a
@@ -10,13 +10,13 @@ left; the score so far is ``info["score"]``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 
-if TYPE_CHECKING:
-    from stratagem.envs.atari import AtariAction, AtariObservation
+from stratagem.envs.atari.frames import decode_frame
+from stratagem.envs.atari.models import AtariAction, AtariObservation
 
 MAX_LIVES = 255  # the ALE reads lives from a RAM byte
 
@@ -37,8 +37,6 @@ class AtariGymHooks:
         return spaces.Dict(observation), spaces.Discrete(len(self.action_names))
 
     def to_gym_obs(self, observation: AtariObservation) -> dict[str, Any]:
-        from stratagem.envs.atari import decode_frame  # atari imports this module
-
         gym_obs = {
             "ram": np.array(observation.ram, dtype=np.uint8),
             "lives": np.array(observation.lives, dtype=np.int64),
@@ -54,6 +52,4 @@ class AtariGymHooks:
         return gym_obs
 
     def from_gym_action(self, action: Any, observation: AtariObservation) -> AtariAction:
-        from stratagem.envs.atari import AtariAction
-
         return AtariAction(action_id=int(action))

@@ -14,13 +14,13 @@ import orjson
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from stratagem.envs import mcp
 from stratagem.envs.core import InvalidAction
-from stratagem.envs.deadline import StepTimeout
-from stratagem.envs.errors import as_client_error, validate
-from stratagem.envs.protocol import ErrorCode, ResetRequest, dumps, error_frame, observation_payload
-from stratagem.envs.sessions import CapacityReached, FactoryFailed, SessionManager
 from stratagem.envs.spec import EnvSpec
+from stratagem.server import mcp
+from stratagem.server.deadline import StepTimeout
+from stratagem.server.errors import as_client_error, validate
+from stratagem.server.protocol import ErrorCode, ResetRequest, dumps, error_frame, observation_payload
+from stratagem.server.sessions import CapacityReached, FactoryFailed, SessionManager
 
 ALLOWED_KEYS = {
     "reset": {"type", "data"},

@@ -18,8 +18,8 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
-from stratagem.envs.client import http_url, ws_url
-from stratagem.envs.protocol import SESSION_HEADER
+from stratagem.client.http import http_url, ws_url
+from stratagem.server.protocol import SESSION_HEADER
 
 
 class Failed(Exception):

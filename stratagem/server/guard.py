@@ -42,8 +42,8 @@ from typing import Any
 from uvicorn.config import HTTP_PROTOCOLS
 from uvicorn.importer import import_from_string
 
-from stratagem.envs.protocol import dumps
-from stratagem.envs.sessions import Limits
+from stratagem.server.protocol import dumps
+from stratagem.server.sessions import Limits
 
 MAX_HEADER_BYTES = 64 * 1024  # h11 alone stops at 16 KiB; httptools has no limit of its own
 LINGER_S = 2.0

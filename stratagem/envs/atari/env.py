@@ -24,79 +24,23 @@ as a reset field): a ``Frame`` of base64 PNG (1-2 kB) or raw RGB bytes with shap
 
 from __future__ import annotations
 
-import base64
 import difflib
 import re
-import struct
 import uuid
-import zlib
-from typing import Any, Literal
+from typing import Any
 
 import ale_py
 import gymnasium as gym
-import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from stratagem.envs.atari_gym import AtariGymHooks
-from stratagem.envs.atari_objects import decode_objects
-from stratagem.envs.core import Action, EnvError, Environment, EpisodeNotActive, InvalidAction, Observation, State
+from stratagem.envs.atari.frames import encode_frame
+from stratagem.envs.atari.gym_hooks import AtariGymHooks
+from stratagem.envs.atari.models import FRAME_MODES, MAX_FRAMESKIP, STICKY, AtariAction, AtariObservation, AtariState
+from stratagem.envs.atari.objects import decode_objects
+from stratagem.envs.core import Action, EnvError, Environment, EpisodeNotActive, InvalidAction
 from stratagem.envs.rng import WARM_UP, Seed, episode_rng, new_seed, seed_number
 
 gym.register_envs(ale_py)
 ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner on stderr per emulator
-
-FRAME_MODES = ("none", "png", "raw")
-STICKY = "atari/sticky"
-MAX_FRAMESKIP = 64
-
-
-class AtariAction(Action):
-    action: str | None = Field(default=None, description="an action name from action_names, e.g. 'FIRE'")
-    action_id: int | None = Field(default=None, ge=0, description="an index into legal_actions (OpenEnv's field)")
-    game_name: str | None = Field(default=None, description="optional; must name this environment's game")
-
-    @model_validator(mode="after")
-    def _one_action(self) -> AtariAction:
-        if (self.action is None) == (self.action_id is None):
-            raise ValueError("send exactly one of 'action' (a name such as 'FIRE') or 'action_id' (an index)")
-        return self
-
-
-class Frame(BaseModel):
-    """One screen, compact: ``data`` is base64 of a PNG file or of the raw bytes in ``shape``/``dtype``."""
-
-    model_config = ConfigDict(extra="forbid")
-    encoding: Literal["png", "raw"]
-    shape: list[int] = Field(description="[height, width, 3]")
-    dtype: Literal["uint8"] = "uint8"
-    data: str
-
-
-class AtariObservation(Observation):
-    game_name: str = Field(description="gymnasium's name, e.g. 'Pong' for ALE/Pong-v5")
-    ram: list[int] = Field(description="the console's 128 bytes of RAM")
-    objects: dict[str, int | None] = Field(description="named positions (screen pixels), score, lives; see manifest")
-    score: float = Field(description="the episode's total reward so far (Pong: your points minus theirs)")
-    lives: int
-    step: int = Field(description="agent steps taken this episode")
-    legal_actions: list[int] = Field(description="valid action_id values (OpenEnv's field)")
-    action_names: list[str] = Field(description="the name of each action_id")
-    episode_frame_number: int
-    won: bool = Field(description="score >= target_score when that is set; else Pong: reached 21 first")
-    frame: Frame | None = Field(default=None, description="the screen, when the episode asked for frames")
-
-
-class AtariState(State):
-    game_name: str = ""
-    seed: int | None = None
-    score: float = 0.0
-    lives: int = 0
-    done: bool = False
-    frameskip: int = 4
-    repeat_action_probability: float = 0.25
-    full_action_space: bool = False
-    mode: int | None = None
-    difficulty: int | None = None
 
 
 def _key(text: str) -> str:
@@ -347,45 +291,3 @@ def _frame_mode(value: Any, error: type[Exception]) -> str:
     if value not in FRAME_MODES:
         raise error(f"frames must be one of {', '.join(map(repr, FRAME_MODES))}, got {value!r}")
     return value
-
-
-# --- frames ------------------------------------------------------------------------------
-def encode_frame(rgb: np.ndarray, encoding: str = "png") -> Frame:
-    """An RGB screen as a ``Frame``: PNG (lossless, 1-2 kB for Atari) or raw bytes (134 kB in base64)."""
-    if encoding == "raw":
-        data = rgb.tobytes()
-    else:
-        data = encode_png(rgb)
-    return Frame(encoding=encoding, shape=list(rgb.shape), data=base64.b64encode(data).decode("ascii"))
-
-
-def encode_png(rgb: np.ndarray) -> bytes:
-    """An 8-bit RGB PNG: every row with filter 0, one zlib stream (no dependency beyond zlib)."""
-    height, width, _ = rgb.shape
-    rows = np.zeros((height, 1 + 3 * width), dtype=np.uint8)
-    rows[:, 1:] = rgb.reshape(height, 3 * width)
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + \
-        _chunk(b"IEND", b"")  # fmt: skip
-
-
-def _chunk(tag: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-
-def decode_frame(frame: Frame | dict[str, Any]) -> np.ndarray:
-    """A ``Frame`` (or its JSON dict) as a uint8 array of its shape; reads the PNGs ``encode_png`` writes."""
-    frame = frame if isinstance(frame, Frame) else Frame.model_validate(frame)
-    data, shape = base64.b64decode(frame.data), tuple(frame.shape)
-    if frame.encoding == "raw":
-        return np.frombuffer(data, dtype=np.uint8).reshape(shape)
-    pos, idat = 8, b""
-    while pos < len(data):
-        (length,), tag = struct.unpack(">I", data[pos : pos + 4]), data[pos + 4 : pos + 8]
-        if tag == b"IDAT":
-            idat += data[pos + 8 : pos + 8 + length]
-        pos += 12 + length
-    rows = np.frombuffer(zlib.decompress(idat), dtype=np.uint8).reshape(shape[0], -1)
-    if rows[:, 0].any():
-        raise ValueError("this PNG uses row filters; decode_frame reads only the unfiltered PNGs encode_png writes")
-    return rows[:, 1:].reshape(shape).copy()

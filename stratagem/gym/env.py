@@ -1,6 +1,6 @@
 """Every stratagem environment as a ``gymnasium.Env``, in this process or on a server.
 
-    import gymnasium, stratagem.envs.gym
+    import gymnasium, stratagem.gym.env
     env = gymnasium.make("stratagem/2048-v0")                  # every registered environment
     env = GymEnv("2048", url="http://127.0.0.1:8000")          # the same game on a server
     env = GymEnv("./examples/custom_env/openenv.yaml")         # a user's manifest
@@ -43,10 +43,10 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
-from stratagem.envs.client import EnvClient, LocalEnvClient, http_url
+from stratagem.client.http import EnvClient, LocalEnvClient, http_url
 from stratagem.envs.core import Environment, InvalidAction, Observation, StepResult
-from stratagem.envs.gym_spaces import action_codec, observation_codec
 from stratagem.envs.spec import MANIFEST_DIR, EnvSpec, registry, resolve
+from stratagem.gym.spaces import action_codec, observation_codec
 
 NAMESPACE = "stratagem"
 INVALID_ACTION_MODES = ("skip", "raise")

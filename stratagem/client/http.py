@@ -1,6 +1,6 @@
 """Clients: one API whether the environment is remote (HTTP or WebSocket) or in-process.
 
-    from stratagem.envs.client import EnvClient
+    from stratagem.client.http import EnvClient
     with EnvClient.connect("http://127.0.0.1:8000") as env:      # WebSocket by default
         r = env.reset(seed=1)
         while not r.done:
@@ -25,10 +25,10 @@ from pydantic import BaseModel, ValidationError
 from websockets.asyncio.client import connect as ws_connect_async
 from websockets.exceptions import ConnectionClosed
 
+from stratagem.client.ws import BlockingWebSocket
 from stratagem.envs.core import Environment, EpisodeNotActive, InvalidAction, StepResult
-from stratagem.envs.protocol import SESSION_HEADER, dumps, jsonable_errors, observation_payload, validation_messages
 from stratagem.envs.spec import make
-from stratagem.envs.wsclient import BlockingWebSocket
+from stratagem.server.protocol import SESSION_HEADER, dumps, jsonable_errors, observation_payload, validation_messages
 
 Action = dict[str, Any] | BaseModel
 

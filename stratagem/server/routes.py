@@ -15,10 +15,10 @@ from typing import Any, NamedTuple
 import orjson
 
 from stratagem.envs.core import Environment
-from stratagem.envs.deadline import StepTimeout
-from stratagem.envs.errors import ClientError, as_client_error, validate
-from stratagem.envs.protocol import SESSION_HEADER, ResetRequest, StepRequest, dumps, observation_payload
-from stratagem.envs.sessions import Session, SessionManager
+from stratagem.server.deadline import StepTimeout
+from stratagem.server.errors import ClientError, as_client_error, validate
+from stratagem.server.protocol import SESSION_HEADER, ResetRequest, StepRequest, dumps, observation_payload
+from stratagem.server.sessions import Session, SessionManager
 
 _SESSION_KEY = SESSION_HEADER.lower().encode()
 
