@@ -1,5 +1,8 @@
-"""Gymnasium's view of any stratagem environment, local or on a server: ``GymEnv`` and its spaces."""
+"""Gymnasium's view of any stratagem environment, local or on a server: ``GymEnv`` and its spaces.
 
-from stratagem.gym.env import GymEnv
+Importing it registers ``stratagem/<name>-v0`` with Gymnasium for every built-in environment.
+"""
 
-__all__ = ["GymEnv"]
+from stratagem.gym.env import GymEnv, register
+
+__all__ = ["GymEnv", "register"]
