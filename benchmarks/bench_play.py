@@ -10,7 +10,7 @@ All cells play the heuristic baseline (``HEURISTIC_2048``) on the same seeds, in
   and 1 worker with the kernel's layers off (``layers=()``), which prices the layers themselves;
 - a GRPO group, 8 programs x 16 episodes, 2 workers: episodes/s and moves/s;
 - move by move over a WebSocket, the program unsandboxed in the client (the public notebooks'
-  way): OpenEnv 0.3.0's server driven by OpenEnv's own client (the baseline of the 20x target),
+  way): OpenEnv's server (0.10, the installed one) driven by OpenEnv's own client (the baseline of the 20x target),
   and stratagem's server and client;
 - the sandboxed runner against stratagem's server (``stratagem play --url``).
 

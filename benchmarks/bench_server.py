@@ -3,12 +3,16 @@
     python benchmarks/bench_server.py [--seconds 3] [--repeats 5]
 
 Each server runs in its own process (``stratagem serve``); clients play whole episodes with
-the first legal move. Baseline in the same run: OpenEnv 0.3.0's own server serving the
-same rules (tests/openenv_twin.py), driven by our client and by OpenEnv's client, and two
-ceilings: uvicorn echoing WebSocket messages with no environment, and httpx alone against an
-endpoint that does nothing. Concurrent clients run on uvloop, as the servers do. Each cell is
-the median of ``--repeats`` rounds, each round measuring every cell once, so that the slow and
-fast spells of a shared machine fall on all cells alike: compare ratios, not absolutes.
+the first legal move. Baselines in the same run: OpenEnv 0.10's own server serving the same
+rules (tests/openenv_twin.py), driven by our client and by OpenEnv 0.10's own client
+(GenericEnvClient, sync); OpenEnv 0.3.0's server too when its interpreter is there
+(STRATAGEM_OPENENV_LEGACY_PYTHON, or the environment .ci/run builds); and two ceilings:
+uvicorn echoing WebSocket messages with no environment, and httpx alone against an endpoint
+that does nothing. The target: our WebSocket path (our server and client) at least 1.5x
+OpenEnv 0.10's (its server and its client). Concurrent clients run on uvloop, as the servers
+do. Each cell is the median of ``--repeats`` rounds, each round measuring every cell once, so
+that the slow and fast spells of a shared machine fall on all cells alike: compare ratios, not
+absolutes.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 from stratagem.client.http import AsyncEnvClient, EnvClient  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
+from tests.openenv_twin import openenv_version  # noqa: E402
+from tests.test_openenv_legacy import legacy_python  # noqa: E402
 
 
 def start(command: list[str]) -> tuple[subprocess.Popen, str]:
@@ -78,15 +84,13 @@ async def app(scope, receive, send):  # WebSocket echo + /health: the transport 
 uvicorn.run(app, port=int(sys.argv[1]), log_level="error")
 """,
 ]
-OPENENV = [
-    sys.executable,
-    "-c",
-    "import sys, uvicorn; from tests.openenv_twin import make_app; "
-    "uvicorn.run(make_app(), port=int(sys.argv[1]), log_level='error')",
-]
+OPENENV = [sys.executable, "-m", "tests.openenv_twin"]  # OpenEnv 0.10's server (this environment's openenv)
+LEGACY = legacy_python()  # OpenEnv 0.3.0's interpreter, if built
+VERSION = openenv_version()
 
-
-BASELINE = "OpenEnv 0.3.0 server, WebSocket (baseline)"
+BASELINE = f"OpenEnv {VERSION} server, WebSocket (baseline)"
+THEIRS = f"OpenEnv {VERSION} server + OpenEnv {VERSION} client, WS"
+OURS = "stratagem server, WebSocket"
 
 
 def sync_rate(connect: Callable[[], Any], seconds: float) -> float:
@@ -159,7 +163,10 @@ def main() -> None:
     args = parser.parse_args()
     s, r = args.seconds, args.repeats
 
-    servers = {name: start(command) for name, command in (("ours", STRATAGEM), ("openenv", OPENENV), ("echo", ECHO))}
+    commands = [("ours", STRATAGEM), ("openenv", OPENENV), ("echo", ECHO)]
+    if LEGACY:
+        commands.append(("legacy", [LEGACY, "-m", "tests.openenv_twin"]))
+    servers = {name: start(command) for name, command in commands}
     url = {name: server[1] for name, server in servers.items()}
 
     def episodes(name: str, transport: str, clients: int) -> Callable[[], float]:
@@ -176,14 +183,18 @@ def main() -> None:
     for clients in (1, 16):
         cells.append((BASELINE, clients, episodes("openenv", "ws", clients)))
         if clients == 1:
+            cells.append((THEIRS, 1, lambda: sync_rate(lambda: openenv_client(url["openenv"]), s)))
+        if LEGACY:
+            cells.append(("OpenEnv 0.3.0 server, WebSocket", clients, episodes("legacy", "ws", clients)))
+        cells.append((OURS, clients, episodes("ours", "ws", clients)))
+        if clients == 1:
             cells.append(
                 (
-                    "OpenEnv 0.3.0 server + OpenEnv client, WebSocket",
+                    f"stratagem server + OpenEnv {VERSION} client, WS",
                     1,
-                    lambda: sync_rate(lambda: openenv_client(url["openenv"]), s),
+                    lambda: sync_rate(lambda: openenv_client(url["ours"]), s),
                 )
             )
-        cells.append(("stratagem server, WebSocket", clients, episodes("ours", "ws", clients)))
         cells.append(("stratagem server, HTTP session", clients, episodes("ours", "http", clients)))
     samples: list[list[float]] = [[] for _ in cells]
     try:
@@ -200,22 +211,28 @@ def main() -> None:
     baseline = {clients: rate for label, clients, rate in rows if label == BASELINE}
     print(
         f"2048 steps/s on {os.cpu_count()} cores, median of {r} rounds of {s:g} s "
-        "(ratio vs OpenEnv server, WS, same clients)"
+        f"(ratio: vs the baseline, OpenEnv {VERSION}'s server driven by our client, with as many clients)"
     )
     print(f"{'transport':<52} {'clients':>7} {'steps/s':>9} {'ratio':>7}")
     for label, clients, rate in rows:
         ratio = "" if label.startswith("in-process") else f"{rate / baseline[clients]:.2f}x"
         print(f"{label:<52} {clients:>7} {rate:>9.0f} {ratio:>7}")
-    ws1 = next(rate for label, clients, rate in rows if label == "stratagem server, WebSocket" and clients == 1)
+    ws1 = next(rate for label, clients, rate in rows if label == OURS and clients == 1)
+    theirs = next(rate for label, _, rate in rows if label == THEIRS)
+    print(
+        f"target: our WebSocket path (our server + our client) >= 1.5x OpenEnv {VERSION}'s (its server + its "
+        f"client), 1 client: {ws1:.0f} vs {theirs:.0f} steps/s = {ws1 / theirs:.2f}x "
+        f"({'met' if ws1 >= 1.5 * theirs else 'NOT met'})"
+    )
     http_best = max(rate for label, _, rate in rows if label == "stratagem server, HTTP session")
     echo = next(rate for label, _, rate in rows if label.startswith("ceiling: uvicorn"))
     httpx_alone = next(rate for label, _, rate in rows if label.startswith("ceiling: httpx"))
     print(
-        f"targets: WebSocket 1 client >= 3000: {ws1:.0f} ({'met' if ws1 >= 3000 else 'NOT met'}; "
+        f"        WebSocket 1 client >= 3000: {ws1:.0f} ({'met' if ws1 >= 3000 else 'NOT met'}; "
         f"{ws1 / echo:.0%} of the echo ceiling measured in this run)"
     )
     print(
-        f"         HTTP sessions >= 1500: {http_best:.0f} ({'met' if http_best >= 1500 else 'NOT met'}; "
+        f"        HTTP sessions >= 1500: {http_best:.0f} ({'met' if http_best >= 1500 else 'NOT met'}; "
         f"httpx alone against a server that does nothing reached {httpx_alone:.0f} req/s here)"
     )
 

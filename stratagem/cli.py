@@ -104,6 +104,14 @@ def build_parser(train_fields: bool = True) -> argparse.ArgumentParser:
         help="a JSON action to play (default: the first of the observation's legal_actions)",
     )
     validate.add_argument("--timeout", type=positive(float), default=10.0, help="seconds per request")
+    validate.add_argument("--max-steps", type=positive(int), default=5000,
+                          help="stop the WebSocket episode after this many steps (default 5000)")  # fmt: skip
+    validate.add_argument("--reward-range", nargs=2, type=float, metavar=("LO", "HI"), default=None,
+                          help="every step reward must lie in [LO, HI] (default: the range /schema declares, "
+                          "if any)")  # fmt: skip
+    validate.add_argument("--manifest", metavar="FILE", default=None,
+                          help="take the reward range from this openenv.yaml's validation.reward.range, as "
+                          "`openenv validate` does")  # fmt: skip
 
     new_env = sub.add_parser("new-env", help="write a working environment to start from: class, manifest, tests")
     new_env.add_argument("name", help="the environment's name, e.g. my-game (letters, digits, '-', '_')")
@@ -296,9 +304,23 @@ def cmd_play(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from stratagem.client.validate import Validator, format_table
+    from stratagem.client.validate import Validator, format_table, manifest_reward_range
 
-    results = Validator(args.url, action=args.action, timeout_s=args.timeout).run()
+    reward_range, source = None, "--reward-range"
+    if args.reward_range is not None:
+        low, high = args.reward_range
+        if not low < high:
+            print(f"error: --reward-range LO HI needs LO < HI, got {low:g} {high:g}", file=sys.stderr)
+            return 2
+        reward_range = (low, high)
+    elif args.manifest is not None:
+        try:
+            reward_range, source = manifest_reward_range(args.manifest), args.manifest
+        except (ValueError, OSError) as exc:
+            print(f"error: --manifest: {exc}", file=sys.stderr)
+            return 2
+    validator = Validator(args.url, args.action, args.timeout, args.max_steps, reward_range, source)
+    results = validator.run()
     print(format_table(results))
     return 1 if any(r.outcome == "FAIL" for r in results) else 0
 
@@ -365,7 +387,7 @@ def cmd_new_env(args: argparse.Namespace) -> int:
 
     paths = new_env(args.name, args.dir, force=args.force)
     folder = paths[0].parent
-    print(f"created {folder}/: {', '.join(p.name for p in paths)}")
+    print(f"created {folder}/: {', '.join(str(p.relative_to(folder)) for p in paths)}")
     print(f"next:\n  stratagem serve {folder}/openenv.yaml     (then: stratagem validate http://127.0.0.1:8000)")
     print(f"  python -m pytest {folder}\n  stratagem train --env {folder}/openenv.yaml")
     return 0

@@ -1,12 +1,18 @@
-"""2048 served by OpenEnv 0.3.0's own server, as OpenEnv users would write it.
+"""2048 served by OpenEnv's own server, as OpenEnv users would write it.
 
-Used to prove wire compatibility in both directions (our client against their server) and as
-the baseline in benchmarks/bench_server.py. The rules come from our Game2048Env so that
-the same seed and moves give the same game on either server.
+The same code runs on OpenEnv 0.10 (the ``openenv`` package, in the test environment) and on
+0.3.0 (``openenv-core``, in the second environment .ci/run builds): ``create_app`` and the
+base models are the same in both. Used to prove wire compatibility (our client and
+``stratagem validate`` against their server) and as the baseline in
+benchmarks/bench_server.py. The rules come from our Game2048Env so that the same seed and
+moves give the same game on either server.
+
+    python -m tests.openenv_twin PORT      # serve it with uvicorn on 127.0.0.1:PORT
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from openenv.core.env_server import Action, Environment, Observation, State, create_app
@@ -62,3 +68,29 @@ def make_app(max_concurrent_envs: int = 64):
         env_name="openenv_2048",
         max_concurrent_envs=max_concurrent_envs,
     )
+
+
+def openenv_version() -> str:
+    """The version of the OpenEnv this process imports: ``openenv`` (0.10) and ``openenv-core`` (0.3.0)
+    install the same modules, and the legacy environment sees both distributions."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    import openenv
+
+    module = Path(openenv.__file__).resolve()
+    for name in ("openenv-core", "openenv"):
+        try:
+            dist = distribution(name)
+        except PackageNotFoundError:
+            continue
+        if module.is_relative_to(Path(dist.locate_file("")).resolve()):
+            return dist.version
+    return "unknown"
+
+
+if __name__ == "__main__":
+    import sys
+
+    import uvicorn
+
+    uvicorn.run(make_app(), host="127.0.0.1", port=int(sys.argv[1]), log_level="error")

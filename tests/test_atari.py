@@ -16,7 +16,7 @@ from stratagem.agents.runner import Limits, Runner
 from stratagem.cli import main
 from stratagem.client.http import EnvClient, InvalidRequest
 from stratagem.envs.atari import AtariEnv, decode_frame, encode_png
-from stratagem.envs.core import EpisodeNotActive, InvalidAction
+from stratagem.envs.core import EnvError, EpisodeNotActive, InvalidAction
 from stratagem.envs.spec import resolve
 
 STRATEGIES = Path(__file__).parents[1] / "examples" / "strategies"
@@ -238,6 +238,51 @@ def test_invalid_actions_name_the_legal_ones_and_leave_the_episode_unharmed():
         env.program_action(2)
     assert env.state == before
     assert env.step({"action": "fire", "game_name": "ALE/Pong-v5"}).reward == 0.0  # names in any case
+
+
+def test_openenvs_action_fields_screens_and_defaults():
+    """OpenEnv's AtariAction sends game_name, obs_type and full_action_space with every step, defaults included."""
+    env = AtariEnv("Breakout")
+    obs = env.reset(seed=1)
+    assert (obs.screen, obs.screen_shape, obs.frame_number, obs.legal_actions) == ([], [], 0, [0, 1, 2, 3])
+    openenv_default = {"game_name": "pong", "obs_type": "rgb", "full_action_space": False}  # pong: counts as unset
+    obs = env.step({"action_id": 1, **openenv_default})
+    rgb = env.ale.getScreenRGB()
+    assert obs.screen_shape == [210, 160, 3] and obs.screen == rgb.ravel().tolist() and obs.frame_number == 4
+    obs = env.step({"action": "NOOP", "obs_type": "grayscale"})
+    assert obs.screen_shape == [210, 160] and obs.screen == env.ale.getScreenGrayscale().ravel().tolist()
+    assert env.step({"action": "NOOP", "obs_type": "ram"}).screen == env.ale.getRAM().tolist()
+    assert env.step({"action": "NOOP"}).screen == []  # asked for one step, not the episode
+    before = env.state.model_copy()
+    with pytest.raises(InvalidAction, match="plays Breakout, not 'tennis'; send game_name='Breakout' or omit it"):
+        env.step({"action_id": 0, "game_name": "tennis"})
+    with pytest.raises(InvalidAction, match=r"minimal action set \(0=NOOP, 1=FIRE, 2=RIGHT, 3=LEFT\), not the full"):
+        env.step({"action_id": 0, "full_action_space": True})
+    with pytest.raises(ValueError, match="'rgb', 'grayscale' or 'ram'"):
+        env.step({"action_id": 0, "obs_type": "rgba"})
+    assert env.state == before
+    assert env.reset(seed=1, obs_type="ram").screen_shape == [128]  # a reset field: every observation of it
+    assert env.step({"action": "NOOP"}).screen_shape == [128]
+    with pytest.raises(EnvError, match="obs_type must be one of 'rgb', 'grayscale', 'ram' or null"):
+        env.reset(seed=1, obs_type="png")
+    full = AtariEnv("Breakout", full_action_space=True, obs_type="grayscale")  # a parameter: every episode
+    obs = full.reset(seed=1)
+    assert obs.screen_shape == [210, 160] and len(obs.legal_actions) == 18
+    assert full.step({"action_id": 17, "full_action_space": True}).reward == 0.0
+    assert full.step({"action_id": 17, "full_action_space": False}).step == 2  # OpenEnv's default: unset
+    again = AtariEnv("Breakout", full_action_space=True, obs_type="grayscale")
+    assert again.reset(seed=1) == full.reset(seed=1)  # frame_number and the screen replay too
+
+
+def test_a_reset_shows_the_first_screen_not_the_last_episodes():
+    """The ALE's restoreState brings the emulator back, not its screen buffer: a reset must not show the old one."""
+    env = AtariEnv("Pong", frames="raw", obs_type="grayscale")
+    first = env.reset(seed=0)
+    for _ in range(60):
+        last = env.step({"action": "RIGHT"})
+    assert last.frame != first.frame and last.screen != first.screen
+    again = env.reset(seed=0)
+    assert (again.frame, again.screen) == (first.frame, first.screen)
 
 
 def test_our_png_is_a_real_png():

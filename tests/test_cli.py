@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -63,7 +64,7 @@ def test_serve_then_validate_end_to_end(tmp_path, env, validate_args):
     with cli_server(tmp_path / "server.log", env) as (url, _):
         result = run_cli("validate", url, *validate_args)
         assert result.returncode == 0, result.stdout
-        assert "11 passed, 0 failed, 0 skipped" in result.stdout
+        assert re.search(r"\b\d+ passed, 0 failed, 0 skipped", result.stdout), result.stdout
         assert "WS episode" in result.stdout and "done=True" in result.stdout
     assert f"on {url}" in (tmp_path / "server.log").read_text()
 

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
-from stratagem.client.http import AsyncEnvClient, EnvClient, NotActive, ServerBusy, SessionLost, http_url, ws_url
+from stratagem.client.http import (
+    AsyncEnvClient,
+    EnvClient,
+    NotActive,
+    RemoteError,
+    ServerBusy,
+    SessionLost,
+    StatelessServer,
+    http_url,
+    ws_url,
+)
 from stratagem.envs import EpisodeNotActive, InvalidAction
 from stratagem.server.sessions import Limits
 from tests.conftest import running
@@ -91,6 +102,9 @@ def test_remote_errors_carry_status(serve):
         with pytest.raises(SessionLost) as info:
             env.step({"action_id": 0})
         assert info.value.status == 404
+        lost = env.session_id
+        assert env.reset(seed=1).observation["board"] and env.session_id not in (None, lost)  # a new session
+        assert env.step({"action_id": env.reset(seed=1).observation["legal_actions"][0]}).reward is not None
     with serve() as url, EnvClient.connect(url, "http") as env:
         with pytest.raises(NotActive) as info:
             env.step({"action_id": 0})
@@ -109,7 +123,8 @@ def test_url_helpers_and_bad_arguments():
 
 
 def test_openenv_client_plays_against_our_server(url_2048):
-    """An unmodified OpenEnv 0.3.0 client, as the public 2048 notebook uses it."""
+    """An unmodified OpenEnv client (0.10 here; 0.3.0's in test_openenv_legacy.py), as the public 2048
+    notebook uses it."""
     from openenv.core.generic_client import GenericEnvClient
 
     expected = play(EnvClient.local("2048"), seed=13)
@@ -129,7 +144,8 @@ def test_openenv_client_plays_against_our_server(url_2048):
 
 
 def test_our_client_plays_against_an_openenv_server():
-    """OpenEnv 0.3.0's own server (tests/openenv_twin.py); WebSocket is its stateful transport."""
+    """OpenEnv's own server (tests/openenv_twin.py; 0.10 here, 0.3.0 in test_openenv_legacy.py, more 0.10
+    servers in test_openenv_servers.py); WebSocket is its stateful transport."""
     from tests.openenv_twin import make_app
 
     expected = play(EnvClient.local("2048"), seed=3)
@@ -150,3 +166,38 @@ def test_our_client_plays_against_an_openenv_server():
                 return steps
 
         assert asyncio.run(async_episode()) == len(expected) - 1
+
+
+def test_validate_grades_rewards_against_a_declared_range(url_2048, tmp_path, capsys):
+    from stratagem.cli import main
+
+    assert main(["validate", url_2048, "--reward-range", "0", "1"]) == 1  # 2048's step rewards are merge points
+    out = capsys.readouterr().out
+    assert re.search(
+        r"rewards\s+FAIL\s+step \d+: reward [\d.]+ outside the range \[0, 1\] \[OpenEnv 0.10's runtime", out
+    )
+    assert "14 passed, 1 failed, 0 skipped" in out
+    manifest = tmp_path / "openenv.yaml"
+    manifest.write_text("name: g\nvalidation:\n  reward: {range: [0, 20000], floor_margin: 0.1}\n")
+    assert main(["validate", url_2048, "--manifest", str(manifest)]) == 0
+    assert f"within [0, 20000] ({manifest})" in capsys.readouterr().out
+    manifest.write_text("name: g\n")
+    assert main(["validate", url_2048, "--manifest", str(manifest)]) == 2
+    assert "has no 'validation:' block" in capsys.readouterr().err
+    assert main(["validate", url_2048, "--reward-range", "1", "0"]) == 2
+    assert "needs LO < HI" in capsys.readouterr().err
+
+
+def test_http_on_a_stateless_server_says_to_use_websocket():
+    """OpenEnv's HTTP gives every request a fresh environment: our HTTP client plays nothing there."""
+    from tests.openenv_twin import make_app
+
+    with running(make_app()) as url, EnvClient.connect(url, transport="http") as env:
+        with pytest.raises(EpisodeNotActive, match="call reset first"):
+            env.step({"action_id": 0})  # before a reset: refused here, not sent to a fresh environment
+        assert env.reset(seed=1).observation["board"]  # one request: fine
+        with pytest.raises(StatelessServer, match=r"no X-Session-Id.*EnvClient\.connect\(url\)") as info:
+            env.step({"action_id": 0})
+        assert isinstance(info.value, RemoteError) and not isinstance(info.value, EpisodeNotActive)
+        with pytest.raises(StatelessServer):
+            env.state()

@@ -305,9 +305,9 @@ def test_openspiel_masked_random_play_stays_in_the_spaces(game: str):
         terminated = False
         while not terminated:
             assert obs in space and info["action_mask"].dtype == np.int8
-            assert np.flatnonzero(info["action_mask"]).tolist() == [a.id for a in expected.legal_actions]
+            assert np.flatnonzero(info["action_mask"]).tolist() == expected.legal_actions
             if isinstance(space, spaces.Box):
-                assert (obs.ravel() == np.array(expected.observation_tensor, dtype=np.float32)).all()
+                assert (obs.ravel() == np.array(expected.info_state, dtype=np.float32)).all()
             else:
                 assert obs == expected.observation_string
             action = int(env.action_space.sample(mask=info["action_mask"]))

@@ -24,7 +24,7 @@ from stratagem.agents.programs import build, load
 from stratagem.agents.rewards import outcomes
 from stratagem.agents.runner import Limits, Runner
 from stratagem.envs.core import EnvError, InvalidAction
-from stratagem.envs.spec import MANIFEST_DIR, load_spec, resolve
+from stratagem.envs.spec import load_spec, manifest_paths, resolve
 from stratagem.sandbox.keys import derive_seed
 from tests.honest_corpus import CORPORA, EXAMPLES, Honest, example
 
@@ -167,7 +167,7 @@ def test_the_corpus_is_wide_and_covers_every_environment_with_a_strategy_functio
     sizes = {corpus: len(make()) for corpus, make in CORPORA.items()}
     assert sum(sizes.values()) >= 200, sizes
     assert all(size >= 5 for size in sizes.values()), sizes
-    manifests = {load_spec(path).name for path in MANIFEST_DIR.glob("*.yaml")}
+    manifests = {load_spec(path).name for path in manifest_paths()}
     assert manifests - NOT_STRATEGY_ENVIRONMENTS == set(COVERAGE), manifests
     assert {c for covered in COVERAGE.values() for c in covered} | {"higher-lower"} == set(ENVIRONMENTS)
     assert load_spec(HIGHER_LOWER).strategy.function == "strategy"  # the example environment with a manifest

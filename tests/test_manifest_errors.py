@@ -153,3 +153,39 @@ def test_bad_strategy_block(write, strategy: str, needle: str):
 def test_no_strategy_block_means_the_defaults(write):
     spec = load_spec(write())
     assert (spec.strategy.function, spec.strategy.args) == ("strategy", ["observation"])
+
+
+VALIDATION = (
+    "{reward: {range: [0, 1], floor_margin: 0.1}, resources: {cpu: 1, memory_mb: 512, disk_mb: 256, "
+    "episode_timeout_s: 60}, capabilities: {verifier: {kind: reward_channel}}, types: {tags: [game]}}"
+)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "needle"),
+    [
+        ("floor_margin", "floor_margni", "unknown key 'validation.reward.floor_margni'; did you mean 'floor_margin'?"),
+        ("types:", "tpyes:", "unknown key 'validation.tpyes'; did you mean 'types'?"),
+        (", floor_margin: 0.1", "", "missing required key 'validation.reward.floor_margin'"),
+        ("[0, 1]", "[1, 0]", "validation.reward: range must be [low, high] with low < high, both finite, got [1.0, 0."),
+        ("[game]", "[]", "validation.types.tags: List should have at least 1 item"),
+        ("reward_channel", "script", "verifier.entry is required when kind is 'script' and only then"),
+        ("}}, types", "}, oracle: {form: injected_state, location: o.json}}, types",
+         "oracle.form 'injected_state' needs set_state: true"),
+        ("types: {tags: [game]}", "types: {tags: [game]}, execution: {dockerfile: ../Dockerfile}",
+         "validation.execution.dockerfile: must be a relative path inside the manifest's directory, without '..'"),
+        ("types: {tags: [game]}", "types: {tags: [game]}, execution: {probe: x.json}",
+         "unknown key 'validation.execution.probe'; did you mean 'probe_path'?"),
+    ],
+)  # fmt: skip
+def test_bad_validation_block(write, old: str, new: str, needle: str):
+    """OpenEnv 0.10's block, checked as `openenv validate` checks it, so serve and validate agree on the file."""
+    assert old in VALIDATION
+    message = error_of(write(validation=VALIDATION.replace(old, new)))
+    assert needle in message and "Value error," not in message
+
+
+def test_a_good_validation_block_is_kept(write):
+    spec = load_spec(write(validation=VALIDATION))
+    assert spec.validation.reward.range == (0.0, 1.0) and spec.validation.execution is None
+    assert spec.validation.network.mode == "public" and spec.validation.resources.gpus == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from stratagem.envs import load_spec
 from stratagem.envs.skeleton import names, new_env
 from stratagem.server.app import create_app
 from tests.conftest import HERE, running
+from tests.openenv_typed import validate_package
 
 # Each test makes its own NAME: the manifest's directory joins sys.path and Python caches modules by name.
 
@@ -23,7 +25,9 @@ from tests.conftest import HERE, running
 def test_new_env_writes_class_manifest_and_tests(tmp_path: Path, capsys):
     assert main(["new-env", "tic-nim", "--dir", str(tmp_path)]) == 0
     folder = tmp_path / "tic-nim"
-    assert sorted(p.name for p in folder.iterdir()) == ["openenv.yaml", "test_tic_nim_env.py", "tic_nim_env.py"]
+    assert sorted(p.name for p in folder.iterdir()) == ["Dockerfile", "openenv.yaml", "test_tic_nim_env.py",
+                                                        "tic_nim_env.py", "validation"]  # fmt: skip
+    assert [p.name for p in (folder / "validation").iterdir()] == ["runtime.json"]
     assert f"stratagem serve {folder}/openenv.yaml" in capsys.readouterr().out
     spec = load_spec(folder / "openenv.yaml")
     assert spec.name == "tic-nim" and spec.entry_point == "tic_nim_env:TicNimEnv"
@@ -36,7 +40,25 @@ def test_the_skeleton_serves_and_validate_passes_untouched(tmp_path: Path):
         results = Validator(url).run()
     table = format_table(results)
     assert all(r.outcome == "PASS" for r in results), table
-    assert "11 passed, 0 failed, 0 skipped" in table and "done=True" in table
+    assert re.search(r"\n\d+ passed, 0 failed, 0 skipped", table) and "done=True" in table
+
+
+@pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager:DeprecationWarning")  # OpenEnv's
+def test_openenv_validate_passes_static_and_runtime_untouched(tmp_path: Path, monkeypatch):
+    """OpenEnv 0.10's runner and graders: the manifest's validation: block, and validation/runtime.json played
+    over /ws (a Nim game taking one stone a move) in the server its Dockerfile would run."""
+    [manifest, *_] = new_env("checked-nim", tmp_path)
+    report = validate_package(manifest.parent, env=monkeypatch)
+    status = {r.check_id: r.status.value for r in report.results}
+    assert {k: v for k, v in status.items() if v not in ("pass", "skip")} == {}, report.results
+    assert all(status[c] == "pass" for c in ("static.manifest", "runtime.startup", "runtime.reward_well_formed",
+                                             "runtime.observation_schema", "runtime.state_contract"))  # fmt: skip
+    assert "STRATAGEM_SECRET" not in (manifest.parent / "Dockerfile").read_text()  # a user's image: no fixed secret
+    from openenv.cli.__main__ import app
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, ["validate", str(manifest.parent), "--level", "static"])
+    assert result.exit_code == 0 and "Verdict: PASS" in result.output
 
 
 def test_a_strategy_plays_it_in_the_sandbox(tmp_path: Path, capsys):

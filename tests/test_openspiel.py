@@ -32,7 +32,7 @@ RANDOM_BY_NAME = (
 TINY_MCTS = {"opponent": "mcts", "mcts_simulations": 20}
 
 
-def play(env: OpenSpielEnv, seed: int, choose=lambda obs: obs.legal_actions[0].id) -> list[OpenSpielObservation]:
+def play(env: OpenSpielEnv, seed: int, choose=lambda obs: obs.legal_actions[0]) -> list[OpenSpielObservation]:
     """One whole episode; ``choose`` picks the agent's action id."""
     trajectory = [env.reset(seed=seed)]
     while not trajectory[-1].done:
@@ -42,13 +42,14 @@ def play(env: OpenSpielEnv, seed: int, choose=lambda obs: obs.legal_actions[0].i
 
 def random_choice(seed: int):
     rng = random.Random(seed)
-    return lambda obs: rng.choice(obs.legal_actions).id
+    return lambda obs: rng.choice(obs.legal_actions)
 
 
 def check_the_end(obs: OpenSpielObservation, env: OpenSpielEnv) -> str:
     """The final observation is consistent: reward = the agent's return, and the outcome follows the returns."""
     mine, others = obs.returns[env.player], [r for p, r in enumerate(obs.returns) if p != env.player]
-    assert obs.done and obs.reward == mine and obs.legal_actions == [] and obs.current_player == -4
+    assert obs.done and obs.reward == mine and obs.legal_actions == obs.legal_action_names == []
+    assert obs.current_player_id == -4 and obs.game_phase == "terminal"
     expected = "win" if mine > max(others, default=0.0) else "draw" if mine == max(others, default=0.0) else "loss"
     assert obs.metadata == {"outcome": expected} == {"outcome": env.state.outcome}
     assert obs.won == (expected == "win")
@@ -65,9 +66,10 @@ def follow_the_ball(obs: OpenSpielObservation) -> int:
 def test_catch_single_player_observation_and_a_won_game():
     env = make("openspiel", game="catch")
     obs = env.reset(seed=3)
-    assert (obs.game, obs.player, obs.current_player, obs.observation_shape) == ("catch", 0, 0, [10, 5])
-    assert len(obs.observation_tensor) == 50 and obs.observation_string.count("\n") == 10
-    assert [(a.id, a.name) for a in obs.legal_actions] == [(0, "LEFT"), (1, "STAY"), (2, "RIGHT")]
+    assert (obs.game, obs.player, obs.current_player_id, obs.observation_shape) == ("catch", 0, 0, [10, 5])
+    assert len(obs.info_state) == 50 and obs.observation_string.count("\n") == 10 and obs.game_phase == "initial"
+    assert (obs.legal_actions, obs.legal_action_names) == ([0, 1, 2], ["LEFT", "STAY", "RIGHT"])
+    assert obs.observation_tensor is obs.info_state  # OpenSpiel's name, in Python
     assert obs.reward is None and obs.returns is None and not obs.won
     trajectory = play(env, seed=3, choose=follow_the_ball)
     assert all(o.reward == 0.0 for o in trajectory[1:-1])
@@ -114,7 +116,11 @@ def test_two_player_games_are_reproducible_from_either_seat(game, opponent):
         first = play(env, seed=5, choose=random_choice(2))
         again = play(OpenSpielEnv(game, player=player, **opponent), seed=5, choose=random_choice(2))
         assert [o.model_dump() for o in first] == [o.model_dump() for o in again]
-        assert first[0].current_player == player and all(o.current_player == player for o in first[:-1])
+        assert all(o.current_player_id == player for o in first[:-1])
+        moves = env._game_state.history()  # seats alternate: the opponent's moves are those of the other parity
+        for k, obs in enumerate(first):  # the k-th observation comes after player + 2k moves (or the last one)
+            theirs = [m for i, m in enumerate(moves[: player + 2 * k]) if i % 2 != player]
+            assert obs.opponent_last_action == (theirs[-1] if theirs else None)  # perfect information: shown
         if player == 1:  # the opponent opened before the agent's first observation
             assert first[0].observation_string.count("x") == 1
         check_the_end(first[-1], env)
@@ -140,7 +146,7 @@ def test_connect_four_mcts_blocks_a_column():
     """Stacking column 0 wins against random play; MCTS sees the threat and blocks it."""
 
     def column_0(obs: OpenSpielObservation) -> int:
-        return 0 if any(a.id == 0 for a in obs.legal_actions) else obs.legal_actions[0].id
+        return 0 if 0 in obs.legal_actions else obs.legal_actions[0]
 
     assert play(OpenSpielEnv("connect_four"), seed=1, choose=column_0)[-1].won
     for seed in range(3):
@@ -160,7 +166,8 @@ def test_simultaneous_games_play_turn_based_and_hide_the_other_choice():
         seen.setdefault(card, set()).add((obs.observation_string, tuple(obs.observation_tensor)))
         bids.add((card, bid))
     assert all(len(views) == 1 for views in seen.values()) and len(bids) > len(seen)
-    assert all(a.name.startswith("[P1]Bid") for a in obs.legal_actions)
+    assert all(name.startswith("[P1]Bid") for name in obs.legal_action_names)
+    assert obs.opponent_last_action is None  # seat 0's bid is hidden: imperfect information shows no opponent move
     trajectory = play(env, seed=1, choose=random_choice(0))
     assert len(trajectory) == 4 and env.state.game_params["num_cards"] == 4  # 3 bids: the last card is forced
     check_the_end(trajectory[-1], env)
@@ -184,13 +191,15 @@ def test_illegal_actions_are_refused_and_the_game_is_unharmed():
     assert f"{taken} (" not in str(info.value)
     with pytest.raises(InvalidAction, match="'x\\(1,1\\)' is not the name of a legal action now"):
         env.step({"action_name": "x(1,1)"})  # the agent plays 'o' from seat 1
-    with pytest.raises(InvalidAction, match="plays 'tic_tac_toe', not 'chess'"):
-        env.step({"action_id": obs.legal_actions[0].id, "game_name": "chess"})
+    with pytest.raises(InvalidAction, match="plays 'tic_tac_toe', not 'chess'; send game_name='tic_tac_toe' or omit"):
+        env.step({"action_id": obs.legal_actions[0], "game_name": "chess"})
     with pytest.raises(InvalidAction, match="game_params"):
-        env.step({"action_id": obs.legal_actions[0].id, "game_params": {"rows": 4}})
-    assert (env._observe(None).model_dump(), env.state.step_count) == snapshot
-    ok = env.step({"action_name": obs.legal_actions[-1].name, "game_name": "tic_tac_toe", "game_params": {}})
+        env.step({"action_id": obs.legal_actions[0], "game_params": {"rows": 4}})
+    assert (env._observe(None, "initial").model_dump(), env.state.step_count) == snapshot
+    ok = env.step({"action_name": obs.legal_action_names[-1], "game_name": "tic_tac_toe", "game_params": {}})
     assert env.state.step_count == 1 and ok.observation_string != obs.observation_string
+    # OpenEnv's OpenSpielAction sends game_name='catch' unless told otherwise: its default counts as unset
+    assert env.step({"action_id": ok.legal_actions[0], "game_name": "catch", "metadata": {}}).game_phase != "initial"
 
 
 def test_action_shape_is_validated():
@@ -269,27 +278,29 @@ def test_served_games_match_in_process(serve, transport):
     local = OpenSpielEnv(**params)
     with serve("openspiel", params) as url, EnvClient.connect(url, transport=transport) as client:
         result, expected = client.reset(seed=4), local.reset(seed=4)
-        assert result.observation == expected.model_dump(exclude={"reward", "done", "metadata"})
+        assert result.observation == expected.model_dump(exclude={"reward", "done"})  # metadata nested too
         with pytest.raises(InvalidAction, match="is not the name of a legal action now"):
             client.step({"action_name": "x(0,0)"})
         with pytest.raises(InvalidAction, match="exactly one of action_id"):
             client.step({})
         while not result.done:
-            name = result.observation["legal_actions"][-1]["name"]
+            name = result.observation["legal_action_names"][-1]
             result, expected = client.step({"action_name": name}), local.step({"action_name": name})
             assert result.observation["observation_string"] == expected.observation_string
             assert (result.reward, result.done) == (expected.reward, expected.done)
         assert result.metadata["outcome"] == local.state.outcome
         state = client.state()
         assert state["outcome"] == local.state.outcome and state["seed"] == 4 and state["game"] == "tic_tac_toe"
+        assert (state["game_name"], state["agent_player"], state["opponent_policy"], state["num_players"]) == \
+            ("tic_tac_toe", 1, "mcts", 2)  # OpenEnv's OpenSpielState fields  # fmt: skip
 
 
 def test_validate_passes_untouched_on_a_served_game(serve, capsys):
-    """Without --action, `stratagem validate` plays the first legal action's id from OpenSpiel's {id, name} list."""
+    """Without --action, `stratagem validate` plays the first of legal_actions (ids, as OpenEnv's)."""
     with serve("openspiel", {"game": "tic_tac_toe", "player": 1}) as url:
         code = main(["validate", url])
     out = capsys.readouterr().out
-    assert code == 0 and "11 passed, 0 failed, 0 skipped" in out, out
+    assert code == 0 and re.search(r"\n\d+ passed, 0 failed, 0 skipped", out), out
     assert re.search(r"WS episode\s+PASS\s+\d+ steps, done=True", out), out
 
 
@@ -346,4 +357,17 @@ def test_serve_game_flag_end_to_end(tmp_path):
         assert httpx.post(url + "/reset", json={"seed": 1}).json()["observation"]["game"] == "catch"
         validate = [sys.executable, "-m", "stratagem.cli", "validate", url, "--action", '{"action_name": "STAY"}']
         result = subprocess.run(validate, capture_output=True, text=True, timeout=60)
-        assert result.returncode == 0 and "11 passed, 0 failed" in result.stdout, result.stdout
+        assert result.returncode == 0 and re.search(r"\n\d+ passed, 0 failed", result.stdout), result.stdout
+
+
+# --- what programs see: the shape from before the wire took OpenEnv's ------------------------------
+def test_programs_get_legal_actions_as_id_name_dicts():
+    env = OpenSpielEnv("tic_tac_toe")
+    obs = env.reset(seed=2)
+    (view,) = env.program_inputs(obs)
+    assert set(view) == {"game", "player", "observation_string", "observation_tensor", "observation_shape",
+                         "legal_actions"}  # fmt: skip
+    assert view["legal_actions"][4] == {"id": 4, "name": "x(1,1)"} and view["observation_tensor"] == obs.info_state
+    view["legal_actions"].clear()
+    view["observation_tensor"].append(9.0)
+    assert len(obs.legal_actions) == 9 and len(obs.info_state) == 27  # copies: a program cannot touch the env's

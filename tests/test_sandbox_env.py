@@ -41,7 +41,7 @@ def gone(pid: int | None) -> bool:
 def test_variables_persist_across_steps_and_vanish_at_reset(env):
     assert env.step({"code": "x = 41\ndef inc(v):\n    return v + 1"}).result is None
     obs = env.step({"code": "inc(x)"})
-    assert obs.result == "42" and obs.exit_code == 0 and obs.reward is None and obs.steps_left == 48
+    assert obs.result == "42" and obs.exit_code == 0 and obs.reward == 0.0 and obs.steps_left == 48  # a number
     assert env.step({"code": "_ * 2"}).result == "84"  # a notebook's last value
     assert env.step({"code": "import os\nos.getpid()"}).result == "2"  # pid 2 of its own namespace
     pid = env._repl.host_pid
@@ -237,13 +237,13 @@ def test_http_sessions_are_isolated_and_run_concurrently(url):
 
         step(a, "x = 'a'")
         step(b, "x = 'b'")
-        assert step(a, "x").json()["observation"]["result"] == "'a'"
+        assert step(a, "x").json()["observation"]["metadata"]["result"] == "'a'"
         blocked: dict[str, httpx.Response] = {}
         # A blocks for good (a lock acquired twice costs no CPU); B answers meanwhile.
         hang = threading.Thread(target=lambda: blocked.update(a=step(a, "import _thread\nl = _thread.allocate_lock()\n"
                                                                             "l.acquire()\nl.acquire()")))  # fmt: skip
         hang.start()
-        assert step(b, "x").json()["observation"]["result"] == "'b'"
+        assert step(b, "x").json()["observation"]["metadata"]["result"] == "'b'"
         assert hang.is_alive()
         while True:  # until A's step holds its session (then A's /state waits for it), so the close races nothing
             try:
@@ -253,7 +253,8 @@ def test_http_sessions_are_isolated_and_run_concurrently(url):
         assert http.delete("/session", headers={H: a}).json()["closed"] is True  # closing kills A's process
         hang.join(timeout=30)
         observation = blocked["a"].json()["observation"]
-        assert blocked["a"].status_code == 200 and observation["state_lost"] and observation["exit_code"] == 128 + 9
+        assert blocked["a"].status_code == 200 and observation["metadata"]["state_lost"]
+        assert observation["exit_code"] == 128 + 9
         # A client's own deadline caps the cell, leaving time to answer (no 504).
         capped = step(b, "while True:\n    pass", timeout_s=1.0)
         assert capped.status_code == 200 and capped.json()["observation"]["exit_code"] == 124
@@ -276,8 +277,7 @@ def test_bad_actions_are_422_with_what_was_wrong(url, action, needle):
         response = http.post("/step", json={"action": action}, headers={H: sid})
         assert response.status_code == 422 and needle in response.json()["detail"]
         assert (
-            http.post("/step", json={"action": {"code": "1 + 1"}}, headers={H: sid}).json()["observation"]["result"]
-            == "2"
+            http.post("/step", json={"action": {"code": "1 + 1"}}, headers={H: sid}).json()["metadata"]["result"] == "2"
         )
         http.delete("/session", headers={H: sid})
 
@@ -293,12 +293,31 @@ def test_websocket_session_beside_an_http_one(url):
         http.post("/step", json={"action": {"code": "x = 'http'"}}, headers={H: sid})
         assert call({"type": "reset", "data": {"seed": 5}})["type"] == "observation"
         reply = call({"type": "step", "data": {"code": "x = 'ws'\nprint(x)\nx"}})
-        assert reply["data"]["observation"]["stdout"] == "ws\n" and reply["data"]["observation"]["result"] == "'ws'"
+        assert reply["data"]["observation"]["stdout"] == "ws\n" and reply["data"]["metadata"]["result"] == "'ws'"
         error = call({"type": "step", "data": {"code": 5}})
         assert error["type"] == "error" and error["data"]["code"] == "VALIDATION_ERROR"
         assert "valid string" in error["data"]["message"]
-        assert call({"type": "step", "data": {"code": "x"}})["data"]["observation"]["result"] == "'ws'"
+        assert call({"type": "step", "data": {"code": "x"}})["data"]["observation"]["metadata"]["result"] == "'ws'"
         assert call({"type": "state"})["data"]["step_count"] == 2
         step = http.post("/step", json={"action": {"code": "x"}}, headers={H: sid}).json()
-        assert step["observation"]["result"] == "'http'"
+        assert step["observation"]["metadata"]["result"] == "'http'"
+        http.delete("/session", headers={H: sid})
+
+
+def test_the_wire_shape_is_openenvs_code_observation(url):
+    """stdout, stderr and exit_code at the top, as OpenEnv's CodeObservation has them (extra keys forbidden); the
+    rest in metadata, inside the observation and at the top level; a numeric reward on every step."""
+    with httpx.Client(base_url=url, timeout=30) as http:
+        reset = http.post("/reset", json={"seed": 3})
+        sid = reset.headers[H]
+        assert set(reset.json()["observation"]) == {"stdout", "stderr", "exit_code", "metadata"}
+        body = http.post("/step", json={"action": {"code": "print('hi')\n6 * 7"}}, headers={H: sid}).json()
+        observation = body["observation"]
+        assert set(observation) == {"stdout", "stderr", "exit_code", "metadata"} and body["reward"] == 0.0
+        assert (observation["stdout"], observation["exit_code"], observation["metadata"]["result"]) == ("hi\n", 0, "42")
+        assert {k: body["metadata"][k] for k in observation["metadata"]} == observation["metadata"]
+        assert http.get("/state", headers={H: sid}).json()["last_exit_code"] == 0
+        failed = http.post("/step", json={"action": {"code": "1/0"}}, headers={H: sid}).json()
+        assert failed["observation"]["exit_code"] == 1 and failed["reward"] == 0.0
+        assert http.get("/state", headers={H: sid}).json()["last_exit_code"] == 1  # OpenEnv's CodeState field
         http.delete("/session", headers={H: sid})

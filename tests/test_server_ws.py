@@ -55,7 +55,7 @@ def test_a_whole_episode(url_2048):
         ({"type": "reset", "data": {"seed": -3}}, "VALIDATION_ERROR", "greater than or equal to 0"),
         ({"type": "reset", "data": {"colour": 1}}, "VALIDATION_ERROR", "unknown reset parameter(s) ['colour']"),
         ({"type": "state", "data": {}}, "VALIDATION_ERROR", "unexpected key(s) ['data']"),
-        ({"type": "step", "data": {"action_id": 0}}, "EXECUTION_ERROR", "call reset first"),
+        ({"type": "step", "data": {"action_id": 0}}, "EXECUTION_ERROR", "call reset first (a reconnected client"),
     ],
 )
 def test_error_frames_leave_the_connection_open(url_2048, message, code, needle):
@@ -82,7 +82,8 @@ def test_illegal_move_is_an_execution_error_and_the_episode_is_unharmed(url_2048
 def test_mcp_over_ws(url_2048):
     with ws(url_2048) as conn:
         reply = call(conn, {"type": "mcp", "data": {"jsonrpc": "2.0", "method": "tools/list", "id": 5}})
-        assert reply == {"type": "mcp", "data": {"jsonrpc": "2.0", "result": {"tools": []}, "id": 5}}
+        assert reply["type"] == "mcp" and reply["data"]["id"] == 5
+        assert [t["name"] for t in reply["data"]["result"]["tools"]] == ["reset", "step", "state"]
 
 
 def test_capacity_reached_frame_then_close_1000(serve):
@@ -105,6 +106,7 @@ def test_idle_connection_is_reaped_with_a_session_error(serve):
     with serve(limits=Limits(session_timeout_s=0.3)) as url, ws(url) as conn:
         frame = json.loads(conn.recv(timeout=10))
         assert frame["data"]["code"] == "SESSION_ERROR" and "idle" in frame["data"]["message"]
+        assert "reset to start again" in frame["data"]["message"]
         assert closed_code(conn) == 1000
 
 

@@ -99,7 +99,7 @@ def play_openspiel(name: str, seed: int) -> tuple[OpenSpielEnv, list[int]]:
     env, policy = OpenSpielEnv(name), random.Random(2000 + seed)
     obs = env.reset(seed=seed)
     while not obs.done:
-        obs = env.step({"action_id": policy.choice(obs.legal_actions).id})
+        obs = env.step({"action_id": policy.choice(obs.legal_actions)})
     return env, env._game_state.history()
 
 

@@ -190,7 +190,8 @@ def test_openspiel_games_are_drawn_from_their_observation_string(games):
     [(episode,)] = load_items([games["ttt"]])
     assert episode.kind == "openspiel"
     recording = read_recording(games["ttt"])
-    names = {a["id"]: a["name"] for a in recording.steps[0]["observation"]["legal_actions"]}
+    opening = recording.steps[0]["observation"]
+    names = dict(zip(opening["legal_actions"], opening["legal_action_names"], strict=True))
     assert episode.step(1)["action_label"] == names[recording.steps[1]["action"]["action_id"]]
     first, last = (pixels(render_step(episode.step(i), episode.header)) for i in (0, len(episode) - 1))
     marks = [np.all(image == DARK_TEXT, axis=-1).sum() for image in (first, last)]

@@ -11,6 +11,11 @@
 ``AsyncEnvClient`` offers the same calls with ``await``. Every transport returns the same
 ``StepResult`` (observation as a plain dict) and raises the same exceptions: a server's 422
 is an ``InvalidAction`` here exactly as it is in-process.
+
+Any OpenEnv server works over WebSocket (0.3.0 and 0.10 alike: ``"metadata": null``, or
+metadata nested inside the observation, are both read). OpenEnv's HTTP is stateless (each
+request gets a fresh environment), so ``transport="http"`` there plays nothing: its reset
+works, and the next call raises ``StatelessServer`` saying to use WebSocket.
 """
 
 from __future__ import annotations
@@ -63,6 +68,19 @@ class ServerTimeout(RemoteError):
     """504: the environment overran its step deadline; reset to continue."""
 
 
+class StatelessServer(RemoteError):
+    """``transport="http"`` on a server with no HTTP sessions (OpenEnv's): only WebSocket keeps an episode."""
+
+
+STATELESS_MESSAGE = (
+    f"this server's HTTP is stateless: POST /reset returned no {SESSION_HEADER}, so every HTTP request gets a "
+    "fresh environment (OpenEnv servers keep an episode only on a WebSocket) and this step would not continue the "
+    "episode that reset started. Use the WebSocket transport: EnvClient.connect(url) or "
+    "AsyncEnvClient.connect(url), without transport='http'"
+)
+NOT_STARTED = "no episode has started on this client: call reset first"
+
+
 _BY_STATUS: dict[int, type[RemoteError]] = {
     400: InvalidRequest,
     413: InvalidRequest,
@@ -80,6 +98,7 @@ _BY_CODE: dict[str, int] = {
     "CAPACITY_REACHED": 503,
     "SESSION_ERROR": 408,
     "EXECUTION_ERROR": 422,
+    "FACTORY_ERROR": 500,
 }
 
 
@@ -101,12 +120,28 @@ def action_dict(action: Action) -> dict[str, Any]:
 
 
 def to_result(payload: dict[str, Any]) -> StepResult[dict[str, Any]]:
+    """A reply's data as a ``StepResult``. ``metadata`` is the top-level one, else the one OpenEnv 0.10
+    nests inside the observation (it sends ``"metadata": null``, or no key, when that one is empty)."""
+    observation = payload.get("observation") or {}
+    metadata = payload.get("metadata") or observation.get("metadata")
     return StepResult(
-        observation=payload.get("observation", {}),
+        observation=observation,
         reward=payload.get("reward"),
         done=bool(payload.get("done", False)),
-        metadata=payload.get("metadata") or {},
+        metadata=metadata if isinstance(metadata, dict) else {},
     )
+
+
+def session_id_of(response: httpx.Response, payload: dict[str, Any]) -> str | None:
+    """The HTTP session a ``/reset`` opened: its ``X-Session-Id`` header, else ``metadata.session_id``
+    (top-level or nested); None from a stateless server (OpenEnv's)."""
+    sid = response.headers.get(SESSION_HEADER)
+    if sid:
+        return sid
+    for meta in (payload.get("metadata"), (payload.get("observation") or {}).get("metadata")):
+        if isinstance(meta, dict) and isinstance(meta.get("session_id"), str) and meta["session_id"]:
+            return meta["session_id"]
+    return None
 
 
 def ws_url(url: str) -> str:
@@ -150,14 +185,24 @@ def _reset_body(seed: int | None, episode_id: str | None, kwargs: dict[str, Any]
     return body
 
 
+def _pydantic_errors(errors: Any) -> str | None:
+    """pydantic's error list (OpenEnv's 422 ``detail``, its VALIDATION_ERROR frames' ``errors``) as a sentence."""
+    if isinstance(errors, list) and errors and all(isinstance(e, dict) and "msg" in e for e in errors):
+        return validation_messages(errors)
+    return None
+
+
 def _ws_reply(raw: str | bytes, expected: str) -> dict[str, Any]:
     msg = orjson.loads(raw)
     if msg.get("type") == "error":
-        data = msg.get("data", {})
-        raise remote_error(data.get("message", "server error"), data.get("status"), data.get("code"), data)
+        data = msg.get("data") or {}
+        message = data.get("message") or "server error"
+        if message == "Invalid message":  # OpenEnv's VALIDATION_ERROR: the detail is in 'errors' only
+            message = _pydantic_errors(data.get("errors")) or message
+        raise remote_error(message, data.get("status"), data.get("code"), data)
     if msg.get("type") != expected:
         raise RemoteError(f"expected a {expected!r} frame, got {msg.get('type')!r}")
-    return msg.get("data", {})
+    return msg.get("data") or {}
 
 
 def _http_reply(response: httpx.Response) -> dict[str, Any]:
@@ -168,7 +213,7 @@ def _http_reply(response: httpx.Response) -> dict[str, Any]:
     if response.status_code >= 400:
         detail = body.get("detail") if isinstance(body, dict) else body
         raise remote_error(
-            f"HTTP {response.status_code}: {detail}",
+            f"HTTP {response.status_code}: {_pydantic_errors(detail) or detail}",
             response.status_code,
             None,
             body if isinstance(body, dict) else None,
@@ -233,29 +278,66 @@ class LocalEnvClient(EnvClient):
         self.env.close()
 
 
-class HTTPEnvClient(EnvClient):
-    """Stateful HTTP: ``/reset`` opens a session; later calls carry its ``X-Session-Id``."""
+class _HTTPSession:
+    """What both HTTP clients know of their session: its id, or that the server has none to give."""
+
+    session_id: str | None = None
+    stateless = False  # /reset came back without a session id: an OpenEnv server
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json"}
+        if self.session_id:
+            headers[SESSION_HEADER] = self.session_id
+        return headers
+
+    def _lost(self, response: httpx.Response) -> bool:
+        """A reset naming a session the server no longer has (closed, or reaped when idle): forget it, so
+        that the reset is sent again without it and opens a new session."""
+        if response.status_code == 404 and self.session_id is not None:
+            self.session_id = None
+            return True
+        return False
+
+    def _opened(self, response: httpx.Response) -> dict[str, Any]:
+        payload = _http_reply(response)
+        self.session_id = session_id_of(response, payload)
+        self.stateless = self.session_id is None
+        return payload
+
+    def _check_session(self, call: str) -> None:
+        """Refuse a call that a stateless server would answer from a fresh environment."""
+        if self.stateless:
+            raise StatelessServer(STATELESS_MESSAGE)
+        if self.session_id is None and call == "step":
+            raise NotActive(NOT_STARTED, 409)
+
+
+class HTTPEnvClient(_HTTPSession, EnvClient):
+    """Stateful HTTP: ``/reset`` opens a session; later calls carry its ``X-Session-Id``.
+
+    On a server whose ``/reset`` gives no session (OpenEnv's stateless HTTP), ``step`` and ``state``
+    raise ``StatelessServer`` rather than act on a fresh environment."""
 
     def __init__(self, url: str, timeout_s: float = 30.0) -> None:
         self.urls = _route_urls(url)
         self.http = httpx.Client(timeout=timeout_s, transport=httpx.HTTPTransport(socket_options=NO_DELAY))
-        self.session_id: str | None = None
 
-    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        headers = {"content-type": "application/json"}
-        if self.session_id:
-            headers[SESSION_HEADER] = self.session_id
-        return _http_reply(self.http.post(self.urls[path], content=dumps(body), headers=headers))
+    def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        return self.http.post(self.urls[path], content=dumps(body), headers=self._headers())
 
     def reset(self, seed: int | None = None, episode_id: str | None = None, **kwargs: Any) -> StepResult:
-        payload = self._post("/reset", _reset_body(seed, episode_id, kwargs))
-        self.session_id = payload.get("metadata", {}).get("session_id", self.session_id)
-        return to_result(payload)
+        body = _reset_body(seed, episode_id, kwargs)
+        response = self._post("/reset", body)
+        if self._lost(response):
+            response = self._post("/reset", body)
+        return to_result(self._opened(response))
 
     def step(self, action: Action) -> StepResult:
-        return to_result(self._post("/step", {"action": action_dict(action)}))
+        self._check_session("step")
+        return to_result(_http_reply(self._post("/step", {"action": action_dict(action)})))
 
     def state(self) -> dict[str, Any]:
+        self._check_session("state")
         headers = {SESSION_HEADER: self.session_id} if self.session_id else {}
         return _http_reply(self.http.get(self.urls["/state"], headers=headers))
 
@@ -305,7 +387,7 @@ class WSEnvClient(EnvClient):
         self.ws.close()
 
 
-class AsyncEnvClient:
+class AsyncEnvClient(_HTTPSession):
     """The same calls, awaitable: ``async with await AsyncEnvClient.connect(url) as env: ...``."""
 
     def __init__(self, url: str, transport: str, timeout_s: float) -> None:
@@ -315,7 +397,6 @@ class AsyncEnvClient:
         self.urls = _route_urls(url)
         self.ws: Any = None
         self.http: httpx.AsyncClient | None = None
-        self.session_id: str | None = None
 
     @classmethod
     async def connect(cls, url: str, transport: str = "ws", timeout_s: float = 30.0) -> AsyncEnvClient:
@@ -340,29 +421,29 @@ class AsyncEnvClient:
         except asyncio.TimeoutError as exc:  # not yet TimeoutError on Python 3.10
             raise ServerTimeout(f"no reply within {self.timeout_s:g} s") from exc
 
-    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        headers = {"content-type": "application/json"}
-        if self.session_id:
-            headers[SESSION_HEADER] = self.session_id
+    async def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
         assert self.http is not None
-        return _http_reply(await self.http.post(self.urls[path], content=dumps(body), headers=headers))
+        return await self.http.post(self.urls[path], content=dumps(body), headers=self._headers())
 
     async def reset(self, seed: int | None = None, episode_id: str | None = None, **kwargs: Any) -> StepResult:
         body = _reset_body(seed, episode_id, kwargs)
         if self.ws is not None:
             return to_result(await self._ws_call({"type": "reset", "data": body}, "observation"))
-        payload = await self._post("/reset", body)
-        self.session_id = payload.get("metadata", {}).get("session_id", self.session_id)
-        return to_result(payload)
+        response = await self._post("/reset", body)
+        if self._lost(response):
+            response = await self._post("/reset", body)
+        return to_result(self._opened(response))
 
     async def step(self, action: Action) -> StepResult:
         if self.ws is not None:
             return to_result(await self._ws_call({"type": "step", "data": action_dict(action)}, "observation"))
-        return to_result(await self._post("/step", {"action": action_dict(action)}))
+        self._check_session("step")
+        return to_result(_http_reply(await self._post("/step", {"action": action_dict(action)})))
 
     async def state(self) -> dict[str, Any]:
         if self.ws is not None:
             return await self._ws_call({"type": "state"}, "state")
+        self._check_session("state")
         assert self.http is not None
         headers = {SESSION_HEADER: self.session_id} if self.session_id else {}
         return _http_reply(await self.http.get(self.urls["/state"], headers=headers))

@@ -11,19 +11,34 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from stratagem.envs.bridge import ProgramBridge
 
 
 class Action(BaseModel):
-    """What an agent sends. Unknown fields are an error, never silently dropped."""
+    """What an agent sends. Unknown fields are an error, never silently dropped.
+
+    ``metadata`` is OpenEnv's (its ``Action`` base has it, so every OpenEnv action's ``model_dump()``
+    carries it); environments ignore it, and a dump leaves it out while it is empty, so recorded and
+    replayed actions read as before (``{"action_id": 3}``).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
+    metadata: dict[str, Any] = Field(default_factory=dict, description="free-form; the environment ignores it")
+
+    @model_serializer(mode="wrap")
+    def _without_empty_metadata(self, dump: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = dump(self)
+        if not self.metadata:
+            data.pop("metadata", None)
+        return data
+
 
 class Observation(BaseModel):
-    """What an agent sees. ``reward``, ``done`` and ``metadata`` travel at the top level."""
+    """What an agent sees. On the wire ``reward`` and ``done`` travel at the top level, and ``metadata`` both
+    inside the observation and at the top level (``server/protocol.py``)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -7,8 +7,9 @@ exactly on this machine, with or without a server in between, while a program th
 seed still cannot tell where the next tile will spawn.
 
 Actions are OpenEnv's ``OpenSpielAction`` (``{"action_id": 0..3}``, optional ``game_name`` and
-``game_params``), so the public 2048 notebook's client code runs unchanged; observations carry
-OpenEnv's OpenSpiel fields plus a ``board`` that programs can read directly.
+``game_params``), so the public 2048 notebook's client code and OpenEnv's ``OpenSpielEnv`` (with
+``game_name="2048"``) run unchanged; observations carry OpenEnv's OpenSpiel fields first, then a
+``board`` that programs read.
 """
 
 from __future__ import annotations

@@ -5,7 +5,10 @@ episode's keyed stream (``envs/rng.py``): knowing the seed, a program still cann
 inputs before the call that brings them. Each answer is checked against the textbook triple
 loop (``TEXTBOOK_MATMUL``) run here on the same matrices, caches thrashed first; that run's CPU
 time is the baseline. A wrong answer ends the episode, lost; ``trials`` right answers win it, and
-the last step's reward is the speedup: total baseline time / total program time.
+the last step's reward is the speedup: total baseline time / total program time, capped at
+``MAX_SPEEDUP`` (1000). The program's time is the runner's word (below); over the wire it is the
+client's, and a client could claim any time, so the reward has a ceiling that a manifest can declare
+(pure Python stays far below it: around 10x).
 
 What the program's clock covers. The program's time arrives with each answer as ``elapsed_s``,
 measured by whoever ran it from outside the program's process. The runners here (the strategy
@@ -56,6 +59,7 @@ exec(TEXTBOOK_MATMUL, _namespace)  # our own constant code: one text serves as r
 reference_matmul = _namespace["matmul"]
 
 RELATIVE_TOLERANCE = 1e-9
+MAX_SPEEDUP = 1000.0  # the reward's ceiling (the manifest's validation.reward.range)
 
 
 MATRICES = "matmul/matrices"
@@ -76,7 +80,9 @@ class MatmulObservation(Observation):
     trial: int = Field(description="trials answered so far")
     trials: int
     correct: bool | None = Field(default=None, description="whether the last answer was right")
-    speedup: float | None = Field(default=None, description="baseline time / program time, once all trials are right")
+    speedup: float | None = Field(
+        default=None, description="baseline time / program time (at most 1000), once all trials are right"
+    )
     won: bool = False
 
 
@@ -89,8 +95,9 @@ class MatmulState(State):
     done: bool = False
 
     def speedup(self) -> float:
-        """Total over total, so the load time charged to the first answer counts (a median would drop it)."""
-        return sum(self.baseline_s) / sum(self.program_s)
+        """Total over total, so the load time charged to the first answer counts (a median would drop it);
+        at most ``MAX_SPEEDUP``."""
+        return min(sum(self.baseline_s) / sum(self.program_s), MAX_SPEEDUP)
 
 
 class MatmulEnv(Environment):

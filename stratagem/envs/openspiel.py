@@ -10,13 +10,17 @@ other way round. The MCTS opponent is OpenSpiel's C++ ``MCTSBot`` with a random-
 every reset with seeds from that stream.
 
 What the agent sees is what its seat may know: ``observation_string(player)`` (or the
-information-state string, for the few games with no observation), the matching tensor, and its
-legal actions with their names. Simultaneous-move games are played turn-based
-(``pyspiel.convert_to_turn_based``): each player's choice stays hidden from the others until
-all have chosen. Refused, with the reason: mean-field games and games whose randomness is
-internal to OpenSpiel (sampled stochastic: a seed of ours could not replay them), and an MCTS
-opponent in an imperfect-information game (it searches the true state, so it would see the
-agent's hidden cards).
+information-state string, for the few games with no observation), the matching tensor, and its legal
+actions with their names. On the wire OpenEnv's ``OpenSpielObservation`` fields come first
+(``info_state`` is the tensor, ``legal_actions`` the ids, ``game_phase``, ``current_player_id``,
+``opponent_last_action``) so OpenEnv's ``OpenSpielEnv`` client reads them unchanged; the names
+follow in ``legal_action_names``. Strategy programs still get ``legal_actions`` as
+``{"id", "name"}`` dicts. ``opponent_last_action`` is given in perfect-information games only: elsewhere a
+move may be hidden. Simultaneous-move games are played turn-based
+(``pyspiel.convert_to_turn_based``): each player's choice stays hidden from the others until all
+have chosen. Refused, with the reason: mean-field games and games whose randomness is internal to
+OpenSpiel (sampled stochastic: a seed of ours could not replay them), and an MCTS opponent in an
+imperfect-information game (it searches the true state, so it would see the agent's hidden cards).
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ LISTED_ACTIONS = 30  # how many legal actions an error message spells out
 MAX_GYM_TEXT = 20_000  # a Gymnasium observation of a game with no tensor: its (escaped) string
 
 
+OPENENV_DEFAULT_GAME = "catch"  # OpenEnv's OpenSpielAction.game_name default: its typed client sends it unasked
+
+
 class ActionChoice(BaseModel):
     """One legal action: its id and OpenSpiel's name for it (``state.action_to_string``)."""
 
@@ -52,7 +59,10 @@ class ActionChoice(BaseModel):
 class OpenSpielAction(Action):
     action_id: int | None = Field(default=None, ge=0, description="the id of a legal action")
     action_name: str | None = Field(default=None, min_length=1, description="or its name, e.g. 'x(1,1)'")
-    game_name: str | None = Field(default=None, description="optional (OpenEnv's field); must name the served game")
+    game_name: str | None = Field(
+        default=None,
+        description="optional (OpenEnv's field): the served game's name; 'catch', OpenEnv's default, counts as unset",
+    )
     game_params: dict[str, Any] | None = Field(default=None, description="optional; must match the server's")
 
     @model_validator(mode="after")
@@ -63,21 +73,46 @@ class OpenSpielAction(Action):
 
 
 class OpenSpielObservation(Observation):
+    # OpenEnv's OpenSpielObservation, field for field
+    info_state: list[float] = Field(
+        description="what the agent's seat sees, as a flat list of floats (OpenSpiel's observation tensor, else its "
+        "information-state tensor; [] if the game has neither); observation_shape is its shape"
+    )
+    legal_actions: list[int] = Field(description="the ids of the agent's legal actions now ([] once over)")
+    game_phase: str = Field(default="playing", description="initial (at reset), playing or terminal")
+    current_player_id: int = Field(
+        default=0, description="whose turn it is: the agent's seat while playing, -4 (OpenSpiel's TERMINAL) once over"
+    )
+    opponent_last_action: int | None = Field(
+        default=None,
+        description="the last move of an opponent seat this episode; null before one, and always null in games of "
+        "imperfect information (a move may be hidden there: observation_string says what the seat may know)",
+    )
+    # stratagem's
+    legal_action_names: list[str] = Field(description="OpenSpiel's name of each of legal_actions, in the same order")
     game: str = Field(description="the game as loaded, e.g. 'tic_tac_toe' or 'goofspiel(num_cards=4)'")
     player: int = Field(description="the agent's seat (0 moves first)")
-    current_player: int = Field(description="whose turn it is: the agent's seat while playing, -4 once over")
     observation_string: str = Field(description="what the agent's seat sees (the information state if no observation)")
-    observation_tensor: list[float] = Field(description="the same as a flat list of floats ([] if the game has none)")
-    observation_shape: list[int] = Field(description="the tensor's shape, e.g. [3, 3, 3]")
-    legal_actions: list[ActionChoice] = Field(description="the agent's legal actions now ([] once over)")
+    observation_shape: list[int] = Field(description="info_state's shape, e.g. [3, 3, 3]")
     returns: list[float] | None = Field(default=None, description="every seat's return, once the game is over")
     won: bool = Field(default=False, description="the game is over and the agent won it")
 
+    @property
+    def observation_tensor(self) -> list[float]:
+        """``info_state`` by OpenSpiel's name (in Python only; the wire has ``info_state``)."""
+        return self.info_state
+
 
 class OpenSpielState(State):
+    # OpenEnv's OpenSpielState fields
+    game_name: str = Field(default="", description="the game as loaded (the same as game)")
+    agent_player: int = Field(default=0, description="the agent's seat (the same as player)")
+    opponent_policy: str = Field(default="random", description="the opponent (the same as opponent)")
+    game_params: dict[str, Any] = Field(default_factory=dict)
+    num_players: int = 1
+    # stratagem's
     seed: int | None = None
     game: str = ""
-    game_params: dict[str, Any] = Field(default_factory=dict)
     player: int = 0
     opponent: str = "random"
     done: bool = False
@@ -192,11 +227,13 @@ class OpenSpielEnv(Environment):
         self._tensor, self._shape = _tensor_source(self.game)
         self._chance_rng, self._opponent_rng = episode_rng(WARM_UP, CHANCE), episode_rng(WARM_UP, OPPONENT)
         self._bot: Any = None
+        self._perfect_information = self.game.get_type().information == pyspiel.GameType.Information.PERFECT_INFORMATION
+        self._opponent_last: int | None = None
         self._state = self._fresh_state(seed=None, episode_id=None)
         self._game_state: pyspiel.State | None = self.game.new_initial_state()
         try:  # up to the agent's first move: some games lack what playing needs (crossword: no legal_actions)
             self._advance()
-            self._observe(reward=None)
+            self._observe(reward=None, phase="initial")
         except pyspiel.SpielError as exc:
             raise ValueError(f"{self.name!r} cannot be played here: OpenSpiel says {str(exc).strip()!r}") from None
         self._game_state = None
@@ -212,8 +249,9 @@ class OpenSpielEnv(Environment):
                                         True, self._opponent_rng.randrange(2**31), False)  # fmt: skip
         self._game_state = self.game.new_initial_state()
         self._state = self._fresh_state(seed_number(seed), episode_id or str(uuid.uuid4()))
+        self._opponent_last = None
         self._advance()
-        return self._observe(reward=None)
+        return self._observe(reward=None, phase="initial")
 
     def step(self, action: Action | dict[str, Any], timeout_s: float | None = None) -> OpenSpielObservation:
         gs = self._game_state
@@ -224,15 +262,17 @@ class OpenSpielEnv(Environment):
         gs.apply_action(self._checked(action))
         self._state.step_count += 1
         self._advance()
-        return self._observe(reward=gs.returns()[self.player] if gs.is_terminal() else 0.0)
+        return self._observe(reward=gs.returns()[self.player] if gs.is_terminal() else 0.0, phase="playing")
 
     @property
     def state(self) -> OpenSpielState:
         return self._state
 
     def _fresh_state(self, seed: int | None, episode_id: str | None) -> OpenSpielState:
-        return OpenSpielState(episode_id=episode_id, seed=seed, game=self.name, game_params=dict(self.params),
-                              player=self.player, opponent=self.opponent)  # fmt: skip
+        return OpenSpielState(episode_id=episode_id, seed=seed, game_name=self.name, agent_player=self.player,
+                              opponent_policy=self.opponent, game_params=dict(self.params),
+                              num_players=self.game.num_players(), game=self.name, player=self.player,
+                              opponent=self.opponent)  # fmt: skip
 
     def _advance(self) -> None:
         """Chance and the other seats move until it is the agent's turn or the game is over."""
@@ -242,16 +282,17 @@ class OpenSpielEnv(Environment):
                 gs.apply_action(sample_chance(gs, self._chance_rng))
             elif gs.current_player() == self.player:
                 return
-            elif self._bot is not None:
-                gs.apply_action(self._bot.step(gs))
             else:
-                gs.apply_action(self._opponent_rng.choice(gs.legal_actions()))
+                move = self._bot.step(gs) if self._bot is not None else self._opponent_rng.choice(gs.legal_actions())
+                gs.apply_action(move)
+                self._opponent_last = move
 
     def _checked(self, action: Action | dict[str, Any]) -> int:
         """The id of a legal action; InvalidAction names the legal ones when it is not."""
         action = self.parse_action(action)
-        if action.game_name is not None and action.game_name not in (self.name, self.name.partition("(")[0]):
-            raise InvalidAction(f"this server plays {self.name!r}, not {action.game_name!r}; fix or omit game_name")
+        if action.game_name not in (None, OPENENV_DEFAULT_GAME, self.name, self.name.partition("(")[0]):
+            raise InvalidAction(f"this server plays {self.name!r}, not {action.game_name!r}; send "
+                                f"game_name={self.name.partition('(')[0]!r} or omit it")  # fmt: skip
         if action.game_params:
             wrong = {k: v for k, v in action.game_params.items() if self.params.get(k, object()) != v}
             if wrong:
@@ -271,23 +312,27 @@ class OpenSpielEnv(Environment):
         gs, player = self._game_state, self.player
         return [ActionChoice(id=a, name=gs.action_to_string(player, a)) for a in gs.legal_actions(player)]
 
-    def _observe(self, reward: float | None) -> OpenSpielObservation:
+    def _observe(self, reward: float | None, phase: str) -> OpenSpielObservation:
         gs, st, player = self._game_state, self._state, self.player
         done = gs.is_terminal()
         text = gs.observation_string(player) if self._use_observation else gs.information_state_string(player)
         tensor = getattr(gs, self._tensor)(player) if self._tensor else []
+        legal = [] if done else gs.legal_actions(player)
         metadata: dict[str, Any] = {}
         if done:
             st.done, st.returns, st.outcome = True, gs.returns(), self._outcome(gs.returns())
             metadata["outcome"] = st.outcome
         return OpenSpielObservation(
+            info_state=tensor,
+            legal_actions=legal,
+            game_phase="terminal" if done else phase,
+            current_player_id=TERMINAL_PLAYER if done else gs.current_player(),
+            opponent_last_action=self._opponent_last if self._perfect_information else None,
+            legal_action_names=[gs.action_to_string(player, a) for a in legal],
             game=self.name,
             player=player,
-            current_player=TERMINAL_PLAYER if done else gs.current_player(),
             observation_string=text,
-            observation_tensor=tensor,
             observation_shape=list(self._shape),
-            legal_actions=[] if done else self._legal_actions(),
             returns=st.returns if done else None,
             won=st.outcome == "win",
             done=done,
@@ -309,7 +354,14 @@ class OpenSpielEnv(Environment):
 
     # --- strategy programs -----------------------------------------------------------
     def program_inputs(self, observation: OpenSpielObservation) -> tuple[dict[str, Any]]:
-        return (observation.model_dump(include=_PROGRAM_KEYS),)
+        """The programs' view, as before the wire took OpenEnv's shape: ``legal_actions`` as ``{id, name}`` dicts,
+        the tensor as ``observation_tensor``."""
+        legal = zip(observation.legal_actions, observation.legal_action_names, strict=True)
+        return ({"game": observation.game, "player": observation.player,
+                 "observation_string": observation.observation_string,
+                 "observation_tensor": list(observation.info_state),
+                 "observation_shape": list(observation.observation_shape),
+                 "legal_actions": [{"id": i, "name": n} for i, n in legal]},)  # fmt: skip
 
     def program_action(self, value: Any) -> OpenSpielAction:
         """An action id (exactly an int) or name (exactly a str); subclasses are not trusted."""
@@ -344,14 +396,11 @@ class OpenSpielEnv(Environment):
         from stratagem.envs.gym_text import printable
 
         if self._tensor:
-            return np.array(observation.observation_tensor, dtype=np.float32).reshape(self._shape)
+            return np.array(observation.info_state, dtype=np.float32).reshape(self._shape)
         return printable(observation.observation_string, MAX_GYM_TEXT)
 
     def from_gym_action(self, action: Any, observation: OpenSpielObservation) -> OpenSpielAction:
         return OpenSpielAction(action_id=int(action))
-
-
-_PROGRAM_KEYS = {"game", "player", "observation_string", "observation_tensor", "observation_shape", "legal_actions"}
 
 
 def _listing(legal: list[ActionChoice]) -> str:

@@ -7,7 +7,11 @@ the episode's end or at close. Its root and working directory is a scratch direc
 ``scratch_mb`` (files written there last until the episode ends, and nothing else is visible).
 Variables persist from step to step, as in a REPL, and vanish at reset. The observation is what
 a notebook shows: stdout, stderr (a traceback when the cell raised), ``exit_code`` (0 ran, 1
-raised), the repr of a final expression (``result``) and the wall time.
+raised), the repr of a final expression (``result``) and the wall time. On the wire the
+observation is OpenEnv's ``CodeObservation`` (``stdout``, ``stderr``, ``exit_code``), so its
+``CodingEnv`` client reads it; the rest (``result``, ``duration_s``, ``state_lost``, ``steps_left``,
+``task``, ``task_outcome``) travels in its ``metadata``, which every OpenEnv observation accepts,
+and Python reads them as properties of the observation (``obs.result``).
 
 When a cell runs past ``timeout_s`` the process is killed (``exit_code`` 124); when it dies of
 a limit (CPU budget: 128 + SIGXCPU = 152) likewise. The episode goes on: the next step runs in
@@ -15,14 +19,14 @@ a fresh process, and the observation says ``state_lost``, with stderr naming the
 notebook whose kernel died restarts it; ending the episode instead would punish an agent for
 discovering the limit, and reset is there when it wants to start over.
 
-Reward: none (the sandbox is a tool), unless ``task`` names a registered environment with a
-strategy function, such as ``matmul``. Then every step whose cell (re)defines that function
-plays one episode of the task with it, in this sandbox process, and the step's reward is that
-episode's score; for matmul, the speedup over the textbook loop, timed from outside as the
-strategy runner times it: by the process's CPU clock, charging the first answer with every cell run
-since the task was last scored (so work done ahead, in this cell or an earlier one, is not free).
-The task's episodes come from this episode's keyed stream: a cell cannot know them in advance.
-The task's rules stay in its environment: this module only calls
+Reward: 0.0 a step (the sandbox is a tool; a number still, as OpenEnv's validators require), unless
+``task`` names a registered environment with a strategy function, such as ``matmul``. Then every
+step whose cell (re)defines that function plays one episode of the task with it, in this sandbox
+process, and the step's reward is that episode's score; for matmul, the speedup over the textbook
+loop, timed from outside as the strategy runner times it: by the process's CPU clock, charging the
+first answer with every cell run since the task was last scored (so work done ahead, in this cell or
+an earlier one, is not free). The task's episodes come from this episode's keyed stream: a cell
+cannot know them in advance. The task's rules stay in its environment: this module only calls
 ``program_inputs``, ``program_action`` and ``step``, exactly as the runner does.
 """
 
@@ -33,6 +37,7 @@ import uuid
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import NotRequired, TypedDict
 
 from stratagem.envs.core import Action, EnvError, Environment, EpisodeNotActive, Observation, State
 from stratagem.envs.rng import WARM_UP, Seed, episode_rng, new_seed, seed_number
@@ -68,21 +73,63 @@ class TaskOutcome(BaseModel):
     message: str = ""
 
 
+class SandboxMetadata(TypedDict, total=False):
+    """What a notebook shows beside a cell's output: the observation's ``metadata`` (every key, every time)."""
+
+    __pydantic_config__ = ConfigDict(extra="allow")  # type: ignore[misc]
+    result: NotRequired[str | None]  # repr of the final expression's value (None: no value)
+    duration_s: NotRequired[float]  # wall time of the cell, measured outside the sandbox
+    state_lost: NotRequired[bool]  # the sandbox process was replaced: every variable is gone
+    steps_left: NotRequired[int]  # steps before the episode ends
+    task: NotRequired[str | None]  # at reset, when a task is set: what to define
+    task_outcome: NotRequired[TaskOutcome | None]  # the task's episode, when the step's cell played one
+
+
 class SandboxObservation(Observation):
+    """OpenEnv's ``CodeObservation`` (``stdout``, ``stderr``, ``exit_code``); the rest in ``metadata``."""
+
     stdout: str = ""
     stderr: str = Field(default="", description="the traceback when the cell raised; the cause when state was lost")
     exit_code: int = Field(default=0, description="0 ran, 1 raised, 124 killed after timeout_s, 128+N died of signal N")
-    result: str | None = Field(default=None, description="repr of the final expression's value (None: no value)")
-    duration_s: float = Field(default=0.0, ge=0, description="wall time of the cell, measured outside the sandbox")
-    state_lost: bool = Field(default=False, description="the sandbox process was replaced: every variable is gone")
-    steps_left: int = Field(ge=0, description="steps before the episode ends")
-    task: str | None = Field(default=None, description="at reset, when a task is set: what to define")
-    task_outcome: TaskOutcome | None = None
+    metadata: SandboxMetadata = Field(  # type: ignore[assignment]
+        default_factory=dict,  # type: ignore[arg-type]
+        description="result (repr of the final expression's value; null: no value), duration_s (the cell's wall "
+        "time, measured outside the sandbox), state_lost (the process was replaced: every variable is gone), "
+        "steps_left, task (at reset, when a task is set: what to define), task_outcome (the task's episode, when "
+        "the cell played one)",
+    )
+
+    # The metadata's keys as attributes, for Python callers (``obs.result``); the wire has them in metadata.
+    @property
+    def result(self) -> str | None:
+        return self.metadata.get("result")
+
+    @property
+    def duration_s(self) -> float:
+        return self.metadata.get("duration_s", 0.0)
+
+    @property
+    def state_lost(self) -> bool:
+        return self.metadata.get("state_lost", False)
+
+    @property
+    def steps_left(self) -> int:
+        return self.metadata.get("steps_left", 0)
+
+    @property
+    def task(self) -> str | None:
+        return self.metadata.get("task")
+
+    @property
+    def task_outcome(self) -> TaskOutcome | None:
+        outcome = self.metadata.get("task_outcome")
+        return TaskOutcome.model_validate(outcome) if isinstance(outcome, dict) else outcome
 
 
 class SandboxState(State):
     seed: int | None = None
     done: bool = False
+    last_exit_code: int = Field(default=0, description="the last cell's exit_code (OpenEnv's CodeState field)")
     restarts: int = Field(default=0, description="sandbox processes replaced after a timeout or a crash")
     task: str | None = None
 
@@ -189,9 +236,8 @@ class SandboxEnv(Environment):
         if ran.state_lost:
             ran.stderr = f"{ran.stderr}; {STATE_LOST}"
             self._lost()
-        reward, outcome = None, None
+        reward, outcome = 0.0, None
         if self.task is not None:
-            reward = 0.0
             if ran.rebound and self._repl is not None:
                 outcome, lost = self.task.play(self._repl, self._rng.randrange(2**31), limit)
                 reward = outcome.score
@@ -199,6 +245,7 @@ class SandboxEnv(Environment):
                     ran.state_lost = True
                     self._lost()
         st.step_count += 1
+        st.last_exit_code = ran.exit_code
         st.done = st.step_count >= self.max_episode_steps
         if st.done:
             self._stop()
@@ -235,12 +282,14 @@ class SandboxEnv(Environment):
             stdout=ran.stdout,
             stderr=ran.stderr,
             exit_code=ran.exit_code,
-            result=ran.result,
-            duration_s=ran.duration_s,
-            state_lost=ran.state_lost,
-            steps_left=self.max_episode_steps - st.step_count,
-            task=task,
-            task_outcome=outcome,
+            metadata={
+                "result": ran.result,
+                "duration_s": ran.duration_s,
+                "state_lost": ran.state_lost,
+                "steps_left": self.max_episode_steps - st.step_count,
+                "task": task,
+                "task_outcome": outcome,
+            },
             done=st.done,
             reward=reward,
         )
@@ -285,6 +334,11 @@ class SandboxEnv(Environment):
 
     def from_gym_action(self, action: Any, observation: SandboxObservation) -> SandboxAction:
         return SandboxAction(code=action)
+
+    def gym_info(self, metadata: dict[str, Any]) -> dict[str, Any]:
+        """What Gymnasium's ``info`` takes from a step's metadata: all but ``duration_s``, a wall time
+        (check_env requires the same info from the same seed and actions, as the observation leaves it out)."""
+        return {key: value for key, value in metadata.items() if key != "duration_s"}
 
     @property
     def _gym_text_length(self) -> int:

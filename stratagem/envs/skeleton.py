@@ -4,9 +4,11 @@ The skeleton is a real game, not a stub, so that every tool works on it before t
 changes a line: ``stratagem serve NAME/openenv.yaml`` serves it, ``stratagem validate`` passes
 (its observation lists ``legal_actions`` and its action is ``{"action_id": n}``, which the
 validator plays by itself), ``stratagem play``/``train`` can use it, ``GymEnv`` wraps it, and
-its own tests pass. The game is one-pile Nim against a random opponent: take 1 to 3 stones,
-whoever takes the last one wins; leaving a multiple of 4 wins every time, so a strategy
-program has something to learn.
+its own tests pass. It is an OpenEnv 0.10 package too: the manifest's ``validation:`` block, a
+``Dockerfile`` and ``validation/runtime.json`` are what ``openenv validate NAME`` reads (static and
+runtime levels; the runtime level builds the Dockerfile, so it needs Docker). The game is one-pile
+Nim against a random opponent: take 1 to 3 stones, whoever takes the last one wins; leaving a
+multiple of 4 wins every time, so a strategy program has something to learn.
 """
 
 from __future__ import annotations
@@ -38,6 +40,46 @@ strategy:                           # what the LLM writes, and how its prompt de
   inputs: "pile: the number of stones left, an int >= 1"
   returns: "how many stones to take: 1, 2 or 3, at most pile"
   imports: [math, random]
+validation:                         # OpenEnv 0.10's block: what `openenv validate $name` grades
+  reward:
+    range: [0.0, 1.0]               # every step's reward must lie in it: 1 for taking the last stone, else 0
+    floor_margin: 0.1
+  resources: {cpu: 1.0, memory_mb: 512, disk_mb: 256, episode_timeout_s: 60.0}
+  capabilities: {verifier: {kind: reward_channel}}   # the reward is served with each step
+  types: {tags: [game]}
+  execution:                        # the runtime level: build ./Dockerfile, play validation/runtime.json over /ws
+    kind: openenv_ws
+    probe_path: validation/runtime.json
+    dockerfile: Dockerfile
+    context: "."
+    agent_boundary: api
+    requires_credentials: false
+""")
+
+# The image the runtime level of `openenv validate` builds, and a way to ship an environment. Built-in
+# manifests use it too (``manifests/<name>/Dockerfile``) with a fixed secret: their runtime plans name moves
+# that are legal only in the game their seed gives under that secret (2048, matmul's matrix shapes).
+DOCKERFILE = Template("""\
+# Serves ./openenv.yaml with stratagem on 0.0.0.0:8000, as `openenv validate --level runtime` builds and runs
+# it (OpenEnv 0.10: as uid 65532, read-only root, /tmp writable). It starts from stratagem's own image; build
+# that first, in stratagem's repository: docker build -f stratagem/envs/manifests/stratagem.Dockerfile -t stratagem .
+ARG STRATAGEM_IMAGE=stratagem:latest
+FROM $${STRATAGEM_IMAGE}
+COPY . /env
+${secret}EXPOSE 8000
+CMD ["stratagem", "serve", "/env/openenv.yaml", "--host", "0.0.0.0", "--port", "8000"]
+""")
+VALIDATION_SECRET = "5eed" * 16  # public: validation images only (the tests' secret too)
+FIXED_SECRET = f"""\
+# A fixed, public secret, for validation: validation/runtime.json's seed then gives a known game, in which
+# its moves are legal. Serve players with a secret of your own (STRATAGEM_SECRET), or none (one per container).
+ENV STRATAGEM_SECRET={VALIDATION_SECRET}
+"""
+
+# One Nim game taking 1 stone a move: legal whatever the opponent does, over by the 21st move.
+RUNTIME_PLAN = Template("""\
+{"plan_schema_version": "1", "reset": {"episode_id": "validation-$name", "seed": 0, "options": {}},
+ "actions": [$actions]}
 """)
 
 MODULE = Template('''\
@@ -204,7 +246,8 @@ def test_gymnasium_check_env_passes():
         check_env(GymEnv(MANIFEST))
 ''')
 
-FILES = {"openenv.yaml": MANIFEST, "${module}.py": MODULE, "test_${module}.py": TESTS}
+FILES = {"openenv.yaml": MANIFEST, "${module}.py": MODULE, "test_${module}.py": TESTS, "Dockerfile": DOCKERFILE,
+         "validation/runtime.json": RUNTIME_PLAN}  # fmt: skip
 
 
 def names(name: str) -> dict[str, str]:
@@ -217,7 +260,7 @@ def names(name: str) -> dict[str, str]:
     words = [w for w in re.split(r"[-_]+", name) if w]
     prefix = "".join(w[0].upper() + w[1:] for w in words)
     return {"name": name, "module": "_".join(w.lower() for w in words) + "_env", "cls": prefix + "Env",
-            "cls_prefix": prefix}  # fmt: skip
+            "cls_prefix": prefix, "secret": "", "actions": ", ".join(['{"action_id": 1}'] * 21)}  # fmt: skip
 
 
 def new_env(name: str, parent: str | Path = ".", force: bool = False) -> list[Path]:
@@ -230,7 +273,7 @@ def new_env(name: str, parent: str | Path = ".", force: bool = False) -> list[Pa
     if not force and target.exists() and any(target.iterdir()):
         raise ValueError(f"{target} exists and is not empty; choose another NAME or --dir, or pass --force to "
                          f"overwrite {', '.join(p.name for p in files)}")  # fmt: skip
-    target.mkdir(parents=True, exist_ok=True)
     for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return list(files)

@@ -3,8 +3,14 @@
 A manifest is a superset of OpenEnv's ``openenv.yaml``: OpenEnv's keys keep their meaning and
 stratagem adds the ones it needs to build and describe the environment (``entry_point``,
 ``params``, ``strategy``, ...). Built-in environments are registered by the same kind of YAML
-file (``stratagem/envs/manifests``), so a user's environment is a first-class citizen:
-``stratagem serve path/to/openenv.yaml`` works exactly like ``stratagem serve 2048``.
+file (``stratagem/envs/manifests/<name>/openenv.yaml``), so a user's environment is a first-class
+citizen: ``stratagem serve path/to/openenv.yaml`` works exactly like ``stratagem serve 2048``.
+
+OpenEnv 0.10's ``validation:`` block (what ``openenv validate PACKAGE`` reads: the reward range,
+resources, capabilities, tags, and the runtime ``execution`` binding) is checked here with OpenEnv's
+structural rules, so one file serves both ``stratagem serve`` and ``openenv validate``. Each built-in
+manifest sits in a directory of its own with its ``Dockerfile`` and ``validation/runtime.json``: an
+OpenEnv package, one ``openenv.yaml`` to a directory.
 """
 
 from __future__ import annotations
@@ -12,10 +18,11 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import math
 import sys
 import typing
-from pathlib import Path
-from typing import Any, Literal
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
@@ -85,6 +92,157 @@ class RewardSpec(BaseModel):
         return self
 
 
+# --- OpenEnv 0.10's validation: block (openenv.validation.manifest, mirrored: openenv is not a dependency) ---
+class ValidationReward(BaseModel):
+    """The reward every step may give: OpenEnv's runtime grader fails a step reward outside ``range``."""
+
+    model_config = ConfigDict(extra="forbid")
+    range: tuple[float, float] = Field(default=(0.0, 1.0), description="[lowest, highest] step reward")
+    oracle_tolerance: float = Field(default=0.0, ge=0)
+    floor_margin: float = Field(ge=0, description="required; OpenEnv's policy asks for at least 0.1")
+    variance_tolerance: float | None = Field(default=None, ge=0, description="required iff llm_judged")
+
+    @model_validator(mode="after")
+    def _increasing(self) -> ValidationReward:
+        low, high = self.range
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise ValueError(f"range must be [low, high] with low < high, both finite, got {list(self.range)}")
+        return self
+
+
+class ValidationResources(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cpu: float = Field(gt=0)
+    memory_mb: int = Field(gt=0)
+    disk_mb: int = Field(gt=0)
+    episode_timeout_s: float = Field(gt=0, description="OpenEnv's policy allows at most 3600")
+    gpus: int = Field(default=0, ge=0)
+    gpu_types: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _gpu_types_need_gpus(self) -> ValidationResources:
+        if self.gpu_types and self.gpus == 0:
+            raise ValueError("gpu_types is declared but gpus is 0")
+        return self
+
+
+class ValidationVerifier(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["reward_channel", "script"]
+    entry: str | None = None
+
+    @model_validator(mode="after")
+    def _entry_iff_script(self) -> ValidationVerifier:
+        if (self.kind == "script") != (self.entry is not None):
+            raise ValueError("verifier.entry is required when kind is 'script' and only then")
+        return self
+
+
+class ValidationOracle(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    form: Literal["injected_state", "script"]
+    location: str
+
+
+class ValidationCapabilities(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    oracle: ValidationOracle | None = None
+    verifier: ValidationVerifier
+    set_state: bool = False
+    llm_judged: bool = False
+    rubric_tree: bool = False
+    task_api: bool = False
+    canaries: str | None = None
+    declared_tools: list[str] = Field(default_factory=list)
+    declared_task_count: dict[str, int] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _injected_state_needs_set_state(self) -> ValidationCapabilities:
+        if self.oracle is not None and self.oracle.form == "injected_state" and not self.set_state:
+            raise ValueError("oracle.form 'injected_state' needs set_state: true")
+        return self
+
+
+class ValidationTypes(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tags: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+
+
+class ValidationNetwork(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["public", "no-network", "allowlist"] = "public"
+    allowed_hosts: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _hosts_iff_allowlist(self) -> ValidationNetwork:
+        if (self.mode == "allowlist") != bool(self.allowed_hosts):
+            raise ValueError("allowed_hosts is needed with mode 'allowlist' and only then")
+        return self
+
+
+class ValidationJudge(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    version: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ValidationTaskDistribution(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    generator_seed: int | None = None
+    dataset_version: str | None = None
+    generator_model: str | None = None
+
+
+class ValidationExecution(BaseModel):
+    """How ``openenv validate --level runtime`` builds and reaches the environment."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["openenv_ws"] = "openenv_ws"
+    probe_path: str = Field(default="validation/runtime.json", description="the runtime plan: a reset and actions")
+    dockerfile: str = "Dockerfile"
+    context: str = "."
+    agent_boundary: Literal["api"] = "api"
+    requires_credentials: bool = Field(default=False, strict=True)
+
+    @field_validator("probe_path", "dockerfile", "context")
+    @classmethod
+    def _inside_the_package(cls, value: str) -> str:
+        path = PurePosixPath(value)
+        if not value or "\\" in value or ":" in value or "\x00" in value or path.is_absolute() or ".." in path.parts:
+            raise ValueError("must be a relative path inside the manifest's directory, without '..'")
+        return value
+
+    @field_validator("probe_path", "dockerfile")
+    @classmethod
+    def _a_file(cls, value: str) -> str:
+        if PurePosixPath(value) == PurePosixPath("."):
+            raise ValueError("must name a file")
+        return value
+
+
+class ValidationSpec(BaseModel):
+    """OpenEnv 0.10's ``validation:`` block: what ``openenv validate PACKAGE`` grades the environment against."""
+
+    model_config = ConfigDict(extra="forbid")
+    reward: ValidationReward
+    resources: ValidationResources
+    capabilities: ValidationCapabilities
+    types: ValidationTypes
+    network: ValidationNetwork = Field(default_factory=ValidationNetwork)
+    judge: ValidationJudge | None = None
+    task_distribution: ValidationTaskDistribution | None = None
+    execution: ValidationExecution | None = Field(default=None, description="needed for the runtime level")
+
+    @model_validator(mode="after")
+    def _judge_iff_llm_judged(self) -> ValidationSpec:
+        if self.capabilities.llm_judged and (self.judge is None or self.reward.variance_tolerance is None):
+            raise ValueError("capabilities.llm_judged needs a judge block and reward.variance_tolerance")
+        if not self.capabilities.llm_judged and self.judge is not None:
+            raise ValueError("a judge block needs capabilities.llm_judged: true")
+        return self
+
+
 class EnvSpec(BaseModel):
     """One environment's manifest, validated."""
 
@@ -109,6 +267,8 @@ class EnvSpec(BaseModel):
     max_episode_steps: int | None = Field(default=None, ge=1)
     reward: RewardSpec = Field(default_factory=RewardSpec)
     strategy: StrategySpec = Field(default_factory=StrategySpec)
+    # OpenEnv 0.10's
+    validation: ValidationSpec | None = Field(default=None, description="what openenv validate reads")
 
     source: Path | None = Field(default=None, exclude=True, description="the file this spec came from")
 
@@ -204,16 +364,17 @@ _EXAMPLES = {
     "strategy.args": "args: [board] (a list of argument names)",
     "strategy.imports": "imports: [math, random]",
     "reward": "reward: {win: 1.0, loss: 0.0, score_scale: 100}",
+    "validation": "validation: {reward: {range: [0.0, 1.0], floor_margin: 0.1}, resources: {cpu: 1, memory_mb: 1024, "
+    "disk_mb: 512, episode_timeout_s: 60}, capabilities: {verifier: {kind: reward_channel}}, types: {tags: [game]}}",
+    "validation.reward.range": "range: [-1.0, 1.0] (the lowest and highest step reward)",
 }
 
 
 def _explain(err: dict[str, Any]) -> str:
     field = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
-        known = list(EnvSpec.model_fields) + list(StrategySpec.model_fields) + list(RewardSpec.model_fields)
-        close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
-        block = {"strategy": StrategySpec, "reward": RewardSpec}.get(str(err["loc"][0]), EnvSpec)
-        keys = [k for k in (block if len(err["loc"]) > 1 else EnvSpec).model_fields if k != "source"]
+        keys = [k for k in _block_at(err["loc"][:-1]).model_fields if k != "source"]
+        close = difflib.get_close_matches(str(err["loc"][-1]), keys, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(keys)}"
         return f"unknown key {field!r}{hint}"
     if err["type"] == "missing":
@@ -225,8 +386,24 @@ def _explain(err: dict[str, Any]) -> str:
         module, dot, cls = err["input"].rpartition(".")
         hint = f"; did you mean {module + ':' + cls!r}?" if dot and ":" not in err["input"] else ""
         return f"entry_point must be 'module:Class', got {err['input']!r}{hint} (e.g. {_EXAMPLES['entry_point']})"
-    example = _EXAMPLES.get(field) if err["type"] not in ("value_error", "assertion_error") else None
-    return f"{field}: {message} (got {err.get('input')!r})" + (f"; write e.g. {example}" if example else "")
+    checked = err["type"] in ("value_error", "assertion_error")
+    example = None if checked else _EXAMPLES.get(field)
+    got = "" if checked and isinstance(err.get("input"), dict) else f" (got {err.get('input')!r})"  # a whole block
+    return f"{field}: {message}{got}" + (f"; write e.g. {example}" if example else "")
+
+
+def _block_at(loc: tuple[Any, ...]) -> type[BaseModel]:
+    """The model that holds the keys at ``loc`` (``("validation", "reward")`` -> ``ValidationReward``)."""
+    block: type[BaseModel] = EnvSpec
+    for part in loc:
+        field = block.model_fields.get(str(part))
+        inner = [a for a in typing.get_args(field.annotation) or (field.annotation,) if isinstance(a, type)] \
+            if field else []  # fmt: skip
+        models = [a for a in inner if issubclass(a, BaseModel)]
+        if not models:
+            break
+        block = models[0]
+    return block
 
 
 def _not_an_env(module: Any, name: str) -> str:
@@ -271,9 +448,14 @@ def _type_name(annotation: Any) -> str:
     return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
 
 
+def manifest_paths() -> list[Path]:
+    """The built-in manifests: ``manifests/<name>/openenv.yaml``, one OpenEnv package a directory."""
+    return sorted(MANIFEST_DIR.glob("*/openenv.yaml"))
+
+
 def registry() -> dict[str, EnvSpec]:
     """The built-in environments, by name."""
-    specs = (load_spec(p) for p in sorted(MANIFEST_DIR.glob("*.yaml")))
+    specs = (load_spec(p) for p in manifest_paths())
     return {spec.name: spec for spec in specs}
 
 

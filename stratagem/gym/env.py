@@ -69,6 +69,11 @@ class HookCodec:
         timing = {"elapsed_s": elapsed_s} if self.timed else {}
         return self.env.from_gym_action(action, self.model(observation), **timing)  # type: ignore[attr-defined]
 
+    def info(self, metadata: dict[str, Any]) -> dict[str, Any]:
+        """The step's metadata as ``info``; the environment may leave keys out (``gym_info``: the sandbox's time)."""
+        hook = getattr(self.env, "gym_info", None)
+        return hook(metadata) if hook is not None else metadata
+
 
 class SchemaCodec:
     """Spaces and conversions derived from the action and observation JSON schemas."""
@@ -92,6 +97,9 @@ class SchemaCodec:
     def decode(self, action: Any, observation: dict[str, Any], elapsed_s: float) -> Any:
         decoded = self.act.decode(action)
         return {**decoded, "elapsed_s": elapsed_s} if self.timed else decoded
+
+    def info(self, metadata: dict[str, Any]) -> dict[str, Any]:
+        return metadata
 
 
 class GymEnv(gymnasium.Env):
@@ -216,7 +224,8 @@ class GymEnv(gymnasium.Env):
     def _observe(self, result: StepResult, info: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         """A fresh gym observation and info: users keep both, so nothing is shared between calls."""
         observation = result.observation
-        info = {**copy.deepcopy({k: v for k, v in result.metadata.items() if k != "session_id"}), **info}
+        metadata = self.codec.info({k: v for k, v in result.metadata.items() if k != "session_id"})
+        info = {**copy.deepcopy(metadata), **info}
         for key in ("won", "score"):
             if key in observation:
                 info[key] = observation[key]
@@ -254,7 +263,7 @@ def register(env: str | Path | EnvSpec, **kwargs: Any) -> str:
     """
     spec = resolve(env) if isinstance(env, (str, Path)) else env
     env_id = gym_id(spec.name)
-    builtin = spec.source is not None and spec.source.parent == MANIFEST_DIR.resolve()
+    builtin = spec.source is not None and spec.source.parent.parent == MANIFEST_DIR.resolve()  # manifests/<name>/
     target = spec.name if builtin else (str(spec.source) if spec.source else spec)
     if env_id in gymnasium.registry:
         if gymnasium.registry[env_id].kwargs.get("env") == target:

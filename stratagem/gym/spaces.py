@@ -56,7 +56,7 @@ def observation_codec(schema: dict[str, Any]) -> Codec:
 
 def action_codec(schema: dict[str, Any], fields: Sequence[str] | None = None) -> Codec:
     """A ``Dict`` over the action fields an agent chooses (see the module docstring)."""
-    properties = schema.get("properties", {})
+    properties = {k: v for k, v in schema.get("properties", {}).items() if k != "metadata"}  # OpenEnv's: no choice
     if fields is None:
         fields = [name for name in properties if name in schema.get("required", [])] or list(properties)
     unknown = sorted(set(fields) - set(properties))

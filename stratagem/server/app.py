@@ -1,29 +1,33 @@
 """The environment server: OpenEnv's wire protocol on FastAPI/uvicorn, stateful and bounded.
 
 Routes and messages follow ARCHITECTURE.md ("The wire protocol") so unmodified OpenEnv
-clients work. Two things go further than OpenEnv 0.3.0: HTTP is stateful (``/reset`` opens a
-session named by the ``X-Session-Id`` header; requests without the header behave exactly as
-OpenEnv's, on a throw-away environment), and every limit is enforced, with each client mistake
-answered by a 4xx whose message says what to fix. The episode routes live in ``routes.py``;
-this module assembles the app.
-"""
+clients (0.10 and 0.3.0) work. Two things go further than OpenEnv: HTTP is stateful (``/reset``
+opens a session named by the ``X-Session-Id`` header; requests without the header work on a
+throw-away environment, as OpenEnv's, and cannot fill the session table: sessions.py), and
+every limit is enforced, with each client mistake answered by a 4xx whose message says what to
+fix. The episode routes live in ``routes.py``, MCP (sessions and the episode as tools) in
+``mcp.py``, WebSockets in ``websocket.py``; this module assembles the app, with OpenEnv 0.10's
+Task API."""
 
 from __future__ import annotations
 
+import inspect
 import os
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request, WebSocket
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 import stratagem
 from stratagem.envs.spec import EnvSpec, resolve
-from stratagem.server import mcp
+from stratagem.server.mcp import MCP_SESSION_HEADER, McpServer
 from stratagem.server.protocol import (
     PROTOCOL,
     PROTOCOL_VERSION,
@@ -36,7 +40,7 @@ from stratagem.server.protocol import (
 )
 from stratagem.server.routes import EnvRoutes, HotPath, Reply
 from stratagem.server.sessions import Limits, SessionManager
-from stratagem.server.websocket import serve_websocket
+from stratagem.server.websocket import serve_mcp_websocket, serve_websocket
 
 if TYPE_CHECKING:
     import uvicorn
@@ -57,6 +61,7 @@ def create_app(spec: EnvSpec | str, params: dict[str, Any] | None = None, limits
     manager = SessionManager(spec, params or {}, limits)
     manager.new_env().close()  # fail now, not at the first client, when the parameters are wrong
     routes = EnvRoutes(manager)
+    mcp = McpServer(manager)
     cls = manager.env_class
 
     @asynccontextmanager
@@ -111,10 +116,12 @@ def create_app(spec: EnvSpec | str, params: dict[str, Any] | None = None, limits
 
     @app.get("/schema", tags=["Schema"])
     async def schema() -> dict[str, Any]:
+        reset_type = getattr(cls, "reset_observation_type", None) or cls.observation_type
         return {
             "action": cls.action_type.model_json_schema(),
             "observation": cls.observation_type.model_json_schema(),
             "state": cls.state_type.model_json_schema(),
+            "reset_observation": reset_type.model_json_schema(),
         }
 
     # The three episode routes are answered by HotPath before FastAPI sees them; declared
@@ -145,15 +152,128 @@ def create_app(spec: EnvSpec | str, params: dict[str, Any] | None = None, limits
     async def close_session(request: Request) -> Response:
         return reply_response(await routes.close(request.headers.get(SESSION_HEADER)))
 
-    @app.post("/mcp", tags=["MCP"], summary="JSON-RPC 2.0: initialize, ping, tools/list, tools/call")
+    @app.post(
+        "/mcp",
+        tags=["MCP"],
+        summary="JSON-RPC 2.0: openenv/session/create|close, tools/list, tools/call (reset, step, state), "
+        "initialize, ping",
+    )
     async def mcp_route(request: Request) -> Response:
-        return json_response(dumps(mcp.handle_raw(await read_body(request), spec)))
+        status, answer, session_id = await mcp.handle_http(
+            await read_body(request), request.headers.get(MCP_SESSION_HEADER)
+        )
+        headers = {MCP_SESSION_HEADER: session_id} if session_id else None
+        if answer is None:
+            return Response(status_code=status, headers=headers)
+        return json_response(dumps(answer), status, headers)
+
+    @app.delete("/mcp", tags=["MCP"], summary="End the MCP session named by the Mcp-Session-Id header")
+    async def mcp_end(request: Request) -> Response:
+        sid = request.headers.get(MCP_SESSION_HEADER)
+        if not sid:
+            raise HTTPException(400, f"DELETE /mcp needs the {MCP_SESSION_HEADER} header")
+        return reply_response(await routes.close(sid))
+
+    @app.websocket("/mcp")
+    async def mcp_ws(websocket: WebSocket) -> None:
+        await serve_mcp_websocket(websocket, manager, mcp)
 
     @app.websocket("/ws")
     async def ws(websocket: WebSocket) -> None:
-        await serve_websocket(websocket, manager, spec)
+        await serve_websocket(websocket, manager, mcp)
 
+    _task_routes(app, manager)
     return app
+
+
+class _TaskRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    split: str = Field(description="Task split name")
+
+
+class _TaskIndexRequest(_TaskRequest):
+    index: int = Field(description="Task index within the split")
+
+
+class _TaskRangeRequest(_TaskRequest):
+    start: int | None = Field(default=None, description="Inclusive start index")
+    stop: int | None = Field(default=None, description="Exclusive stop index")
+
+
+def _task_routes(app: FastAPI, manager: SessionManager) -> None:
+    """OpenEnv 0.10's Task API. An environment opts in with the methods ``list_splits()``,
+    ``list_tasks(split)``, ``num_tasks(split)``, ``get_task(split, index)`` and
+    ``get_task_range(split, start, stop)``; none of stratagem's own has task lists (their
+    episodes come from seeds), so for them each route says 501."""
+    name = manager.spec.name
+
+    def check(env_name: str) -> None:
+        if env_name.lower() != name.lower():
+            raise HTTPException(404, f"unknown environment {env_name!r}; this server serves {name!r}")
+
+    async def call(method: str, *args: Any) -> Any:
+        if not callable(getattr(manager.env_class, method, None)):
+            raise HTTPException(
+                501,
+                f"{method} is not supported for this environment: {name!r} has no task lists (its episodes are "
+                "generated from a seed: reset with seed=N to replay one)",
+            )
+
+        def work() -> Any:
+            env = manager.new_env()
+            try:
+                return getattr(env, method)(*args)
+            finally:
+                env.close()
+
+        try:
+            result = await manager.run(work)
+            if inspect.isawaitable(result):
+                result = await result
+        except NotImplementedError:
+            raise HTTPException(501, f"{method} is not supported for this environment") from None
+        except IndexError:
+            raise HTTPException(400, "Invalid task index") from None
+        except Exception as exc:
+            raise HTTPException(500, f"{method} raised {type(exc).__name__}: {exc}") from None
+        return jsonable_encoder(result)
+
+    def split_entry(split: Any) -> dict[str, Any]:
+        if isinstance(split, BaseModel):
+            return split.model_dump()
+        if isinstance(split, dict):
+            return jsonable_encoder(split)
+        kind = split if split in ("train", "validation", "test") else "validation"
+        return {"name": str(split), "type": kind}
+
+    @app.get("/list_environments", tags=["Task API"])
+    async def list_environments() -> list[str]:
+        return [name]
+
+    @app.get("/{env_name}/splits", tags=["Task API"])
+    async def splits(env_name: str) -> list[dict[str, Any]]:
+        check(env_name)
+        return [split_entry(s) for s in await call("list_splits")]
+
+    @app.post("/{env_name}/tasks", tags=["Task API"])
+    async def tasks(env_name: str, body: _TaskRequest) -> dict[str, Any]:
+        check(env_name)
+        return {"tasks": await call("list_tasks", body.split), "env_name": name}
+
+    @app.post("/{env_name}/num_tasks", tags=["Task API"])
+    async def num_tasks(env_name: str, body: _TaskRequest) -> dict[str, Any]:
+        check(env_name)
+        return {"num_tasks": await call("num_tasks", body.split)}
+
+    @app.post("/{env_name}/task", tags=["Task API"])
+    async def task(env_name: str, body: _TaskIndexRequest) -> dict[str, Any]:
+        check(env_name)
+        return {"task": await call("get_task", body.split, body.index)}
+
+    @app.post("/{env_name}/task_range", tags=["Task API"])
+    async def task_range(env_name: str, body: _TaskRangeRequest) -> dict[str, Any]:
+        check(env_name)
+        return {"tasks": await call("get_task_range", body.split, body.start, body.stop)}
 
 
 def _body_doc(schema: dict[str, Any], action: dict[str, Any] | None = None) -> dict[str, Any]:

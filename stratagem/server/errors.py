@@ -12,8 +12,8 @@ from pydantic import BaseModel, ValidationError
 
 from stratagem.envs.core import EnvError, EpisodeNotActive, InvalidAction
 from stratagem.server.deadline import StepTimeout
-from stratagem.server.protocol import dumps, jsonable_errors, validation_messages
-from stratagem.server.sessions import CapacityReached, FactoryFailed, UnknownParameters
+from stratagem.server.protocol import ErrorCode, dumps, jsonable_errors, validation_messages
+from stratagem.server.sessions import CapacityReached, FactoryFailed, SessionBusy, UnknownParameters, UnknownSession
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -58,4 +58,19 @@ def as_client_error(exc: BaseException) -> ClientError:
         return ClientError(504, f"{exc}; the environment was dropped: reset to continue")
     if isinstance(exc, FactoryFailed):
         return ClientError(500, str(exc))
+    if isinstance(exc, UnknownSession):
+        return ClientError(404, str(exc))
+    if isinstance(exc, SessionBusy):
+        return ClientError(409, str(exc))
     return ClientError(500, f"the environment raised {type(exc).__name__}: {exc}")
+
+
+def error_code(exc: BaseException, error: ClientError) -> str:
+    """OpenEnv's WebSocket error code for a failed reset/step/state (MCP tool errors carry it too)."""
+    if isinstance(exc, FactoryFailed):
+        return ErrorCode.FACTORY_ERROR
+    if isinstance(exc, (UnknownSession, SessionBusy)):
+        return ErrorCode.SESSION_ERROR
+    if error.status == 422 and not isinstance(exc, InvalidAction):
+        return ErrorCode.VALIDATION_ERROR  # the message itself was malformed
+    return ErrorCode.EXECUTION_ERROR  # well-formed, but the environment refused or failed

@@ -1,4 +1,4 @@
-"""The OpenEnv wire protocol (``openenv-http/1.x``, openenv-core 0.3.0), in one place.
+"""The OpenEnv wire protocol (``openenv-http/1.x``: OpenEnv 0.10, and openenv-core 0.3.0), in one place.
 
 Server, client and ``stratagem validate`` all import these names, so the three can only
 disagree with OpenEnv, never with each other. See ARCHITECTURE.md, "The wire protocol".
@@ -57,9 +57,16 @@ class JsonRpc:
 
 
 def observation_payload(obs: Observation, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``{"observation", "reward", "done", "metadata"}``: reward/done/metadata lifted to the top."""
-    body = obs.model_dump(exclude={"reward", "done", "metadata"})
-    meta = {**obs.metadata, **metadata} if metadata else obs.metadata
+    """``{"observation", "reward", "done", "metadata"}``, as OpenEnv 0.10 shapes it.
+
+    ``reward`` and ``done`` are lifted out of the observation. Its ``metadata`` stays inside it (OpenEnv
+    0.10's typed clients read it only there; 0.3.0's, whose ``Observation`` has the field, accept it) and
+    is also copied to the top level, merged with the server's own keys (``metadata``: the HTTP session
+    id), where 0.10's ``StepResult.metadata`` and stratagem's client read it. That copy is always an
+    object, ``{}`` when empty (0.10's own server sends ``null`` over HTTP and leaves it out over WS).
+    """
+    body = obs.model_dump(exclude={"reward", "done"})
+    meta = {**body["metadata"], **metadata} if metadata else dict(body["metadata"])
     return {"observation": body, "reward": obs.reward, "done": obs.done, "metadata": meta}
 
 

@@ -1,5 +1,9 @@
 """The HTTP episode routes (``/reset``, ``/step``, ``/state``, ``DELETE /session``), framework-free.
 
+``/reset`` without the ``X-Session-Id`` header opens a provisional session (held while the
+server has room; any later request naming it keeps it), so OpenEnv's stateless callers, who
+never send the header, cannot fill the session table; ``X-Session-Id: new`` opens a firm one.
+
 Each takes the session header and the raw body and returns a ``Reply``; client mistakes
 become 4xx replies, never exceptions. ``HotPath`` serves these routes straight from ASGI,
 in front of FastAPI: a 2048 step costs ~20 µs and FastAPI's routing, dependency and
@@ -18,9 +22,10 @@ from stratagem.envs.core import Environment
 from stratagem.server.deadline import StepTimeout
 from stratagem.server.errors import ClientError, as_client_error, validate
 from stratagem.server.protocol import SESSION_HEADER, ResetRequest, StepRequest, dumps, observation_payload
-from stratagem.server.sessions import Session, SessionManager
+from stratagem.server.sessions import Session, SessionBusy, SessionManager, UnknownSession
 
 _SESSION_KEY = SESSION_HEADER.lower().encode()
+NEW_SESSION = "new"  # X-Session-Id: new on /reset opens a session that is never made to give way
 
 
 class Reply(NamedTuple):
@@ -50,16 +55,17 @@ class EnvRoutes:
         self.manager = manager
 
     def session(self, sid: str | None) -> Session | None:
+        """The session the header names (HTTP and MCP sessions; naming one makes it firm), or None."""
         if sid is None:
             return None
-        session = self.manager.sessions.get(sid)
-        if session is None or session.kind != "http":
+        try:
+            return self.manager.named(sid)
+        except UnknownSession as exc:
             raise ClientError(
-                404,
-                f"unknown session {sid!r}: it was closed, reaped after {self.manager.limits.session_timeout_s:g} s "
-                f"idle, or never existed; POST /reset without {SESSION_HEADER} to start a new one",
-            )
-        return session
+                404, f"unknown session {sid!r}: {exc.reason}; POST /reset without {SESSION_HEADER} to start a new one"
+            ) from None
+        except SessionBusy as exc:
+            raise ClientError(409, str(exc)) from None
 
     async def on_env(
         self,
@@ -82,10 +88,11 @@ class EnvRoutes:
         try:
             kwargs = validate(ResetRequest, parse_json_object(raw)).model_dump(exclude_unset=True)
             self.manager.check_kwargs("reset", kwargs)
-            session = self.session(sid)
+            new = sid is not None and sid.lower() == NEW_SESSION
+            session = None if new else self.session(sid)
             created = session is None
-            if session is None:
-                session = await self.manager.create("http")
+            if session is None:  # without the header: provisional (see sessions.py); "new" asks for a firm one
+                session = await self.manager.create("http", confirmed=new)
         except Exception as exc:
             return error_reply(as_client_error(exc))
         meta = {"session_id": session.id}
@@ -134,8 +141,9 @@ class EnvRoutes:
             session = self.session(sid)
         except ClientError as exc:
             return error_reply(exc)
-        await self.manager.close(session)
-        return Reply(200, dumps({"session_id": sid, "closed": True}))
+        if await self.manager.request_close(session):
+            return Reply(200, dumps({"session_id": sid, "closed": True}))
+        return Reply(200, dumps({"session_id": sid, "closed": False, "closing": True}))
 
 
 def _with_fresh_env(manager: SessionManager, work: Callable[[Environment], bytes]) -> bytes:

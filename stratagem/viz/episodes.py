@@ -142,8 +142,10 @@ def _action_label(kind: str, action: Any, before: dict[str, Any] | None) -> str 
     if kind == "openspiel":
         if isinstance(action.get("action_name"), str):
             return action["action_name"]
-        legal = before["observation"].get("legal_actions", []) if before else []
-        names = {a.get("id"): a.get("name") for a in legal if isinstance(a, dict)}
+        seen = before["observation"] if before else {}
+        legal = seen.get("legal_actions", [])
+        names = {a.get("id"): a.get("name") for a in legal if isinstance(a, dict)}  # recorded before OpenEnv's shape
+        names.update(zip(legal, seen.get("legal_action_names", []), strict=False))  # ids, their names beside them
         if action.get("action_id") in names:
             return str(names[action["action_id"]])
     text = json.dumps(action, separators=(",", ":"))

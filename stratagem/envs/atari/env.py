@@ -18,8 +18,13 @@ behave as gymnasium's, and ``reset(seed=s)`` plus the same actions replays exact
 
 Frames are left out unless asked for (``frames="png"`` or ``"raw"``, as a parameter or per episode
 as a reset field): a ``Frame`` of base64 PNG (1-2 kB) or raw RGB bytes with shape and dtype;
-``decode_frame`` turns either back into an array. Episodes end at game over, after
-``max_episode_steps`` agent steps (``metadata.truncated``), or at the ALE's own frame cap.
+``decode_frame`` turns either back into an array. OpenEnv's ``AtariEnv`` reads the screen as a flat
+list of ints (``screen``, ``screen_shape``): it comes only when asked for by ``obs_type`` (``rgb``,
+``grayscale`` or ``ram``), in a step's action (that step), a reset field (the episode) or a parameter.
+OpenEnv's ``game_name`` and ``full_action_space`` are checked against this environment's settings;
+their OpenEnv defaults (``"pong"``, ``false``), which its client sends unasked, count as unset.
+Episodes end at game over, after ``max_episode_steps`` agent steps (``metadata.truncated``), or at
+the ALE's own frame cap.
 """
 
 from __future__ import annotations
@@ -34,7 +39,15 @@ import gymnasium as gym
 
 from stratagem.envs.atari.frames import encode_frame
 from stratagem.envs.atari.gym_hooks import AtariGymHooks
-from stratagem.envs.atari.models import FRAME_MODES, MAX_FRAMESKIP, STICKY, AtariAction, AtariObservation, AtariState
+from stratagem.envs.atari.models import (
+    FRAME_MODES,
+    MAX_FRAMESKIP,
+    SCREEN_TYPES,
+    STICKY,
+    AtariAction,
+    AtariObservation,
+    AtariState,
+)
 from stratagem.envs.atari.objects import decode_objects
 from stratagem.envs.core import Action, EnvError, Environment, EpisodeNotActive, InvalidAction
 from stratagem.envs.rng import WARM_UP, Seed, episode_rng, new_seed, seed_number
@@ -76,7 +89,7 @@ class AtariEnv(AtariGymHooks, Environment):
     def __init__(self, game: str = "Pong", frameskip: int = 4, repeat_action_probability: float = 0.25,
                  full_action_space: bool = False, mode: int | None = None, difficulty: int | None = None,
                  max_episode_steps: int | None = 27_000, frames: str = "none",
-                 target_score: float | None = None) -> None:  # fmt: skip
+                 target_score: float | None = None, obs_type: str | None = None) -> None:  # fmt: skip
         self.game_name = resolve_game(game)
         if isinstance(frameskip, bool) or not isinstance(frameskip, int) or not 1 <= frameskip <= MAX_FRAMESKIP:
             raise ValueError(f"frameskip must be an integer in 1..{MAX_FRAMESKIP} (frames per step), got {frameskip!r}")
@@ -92,6 +105,7 @@ class AtariEnv(AtariGymHooks, Environment):
         if target_score is not None and (isinstance(target_score, bool) or not isinstance(target_score, (int, float))):
             raise ValueError(f"target_score must be a number or null, got {target_score!r}")
         self.frames = _frame_mode(frames, ValueError)
+        self.obs_type = _screen_type(obs_type, ValueError)
         self.frameskip, self.repeat_action_probability = frameskip, float(p)
         self.full_action_space, self.mode, self.difficulty = full_action_space, mode, difficulty
         self.max_episode_steps, self.target_score = max_episode_steps, target_score
@@ -106,10 +120,12 @@ class AtariEnv(AtariGymHooks, Environment):
         self._index = {name: i for i, name in enumerate(self.action_names)}
         self.ale.reset_game()
         self._start = self.ale.cloneState()
+        # restoreState brings back the emulator, not the screen it last drew: a reset shows these copies
+        self._start_screens = {"rgb": self.ale.getScreenRGB().copy(), "grayscale": self.ale.getScreenGrayscale().copy()}
         self._rng = episode_rng(WARM_UP, STICKY)
         self._state = self._new_state(None, None)
         self._active = False
-        self._episode_frames = self.frames
+        self._episode_frames, self._episode_screen = self.frames, self.obs_type
         self._last = ale_py.Action.NOOP
         self._truncated = False
 
@@ -139,10 +155,12 @@ class AtariEnv(AtariGymHooks, Environment):
         )
 
     # --- the episode -------------------------------------------------------------------
-    def reset(self, seed: Seed | None = None, episode_id: str | None = None,
-              frames: str | None = None) -> AtariObservation:  # fmt: skip
-        """``frames``: 'none', 'png' or 'raw' for this episode (default: the ``frames`` parameter)."""
+    def reset(self, seed: Seed | None = None, episode_id: str | None = None, frames: str | None = None,
+              obs_type: str | None = None) -> AtariObservation:  # fmt: skip
+        """``frames``: 'none', 'png' or 'raw' for this episode; ``obs_type``: 'rgb', 'grayscale' or 'ram' as
+        ``screen`` in every observation of it (defaults: the parameters of the same names)."""
         self._episode_frames = self.frames if frames is None else _frame_mode(frames, EnvError)
+        self._episode_screen = self.obs_type if obs_type is None else _screen_type(obs_type, EnvError)
         seed = new_seed() if seed is None else seed
         self._rng = episode_rng(seed, STICKY)
         self.ale.restoreState(self._start)
@@ -153,7 +171,8 @@ class AtariEnv(AtariGymHooks, Environment):
         return self._observe(reward=None)
 
     def step(self, action: Action | dict[str, Any], timeout_s: float | None = None) -> AtariObservation:
-        return self._observe(reward=self._advance(self._checked(action)))
+        index, screen = self._checked(action)
+        return self._observe(reward=self._advance(index), screen=screen)
 
     def _advance(self, index: int) -> float:
         """Play one checked action for ``frameskip`` frames, sticky as the ALE's v5 rule; the reward."""
@@ -179,27 +198,32 @@ class AtariEnv(AtariGymHooks, Environment):
         st.done = over or self._truncated
         return float(reward)
 
-    def _checked(self, action: Action | dict[str, Any]) -> int:
-        """The action's index; the replay's ``{"action": name}`` dicts skip pydantic."""
+    def _checked(self, action: Action | dict[str, Any]) -> tuple[int, str | None]:
+        """The action's index and the screen it asks for; the replay's ``{"action": name}`` dicts skip pydantic."""
         if type(action) is dict and len(action) == 1 and type(action.get("action")) is str:
             index = self._index.get(action["action"])
             if index is not None:
-                return index
+                return index, None
         action = self.parse_action(action)
-        if action.game_name is not None and _key(action.game_name) not in (_key(self.game_name), _key(self.rom)):
+        if action.game_name not in (None, OPENENV_DEFAULT_GAME) and \
+                _key(action.game_name) not in (_key(self.game_name), _key(self.rom)):  # fmt: skip
             raise InvalidAction(f"this environment plays {self.game_name}, not {action.game_name!r}; "
                                 f"send game_name={self.game_name!r} or omit it")  # fmt: skip
+        if action.full_action_space and not self.full_action_space:
+            raise InvalidAction(f"this environment uses {self.game_name}'s minimal action set ({self._legal_text()}), "
+                                "not the full one: send full_action_space=false or omit it, or serve it with "
+                                "full_action_space=true")  # fmt: skip
         if action.action_id is not None:
             if action.action_id >= len(self._action_set):
                 last = len(self._action_set) - 1
                 raise InvalidAction(f"action_id {action.action_id} is out of range for {self.game_name}: legal "
                                     f"action ids are 0..{last} ({self._legal_text()})")  # fmt: skip
-            return action.action_id
+            return action.action_id, action.obs_type
         index = self._index.get(action.action.upper())
         if index is None:
             raise InvalidAction(f"{action.action!r} is not an action of {self.game_name}; legal actions: "
                                 f"{self._legal_text()}")  # fmt: skip
-        return index
+        return index, action.obs_type
 
     def _legal_text(self) -> str:
         return ", ".join(f"{i}={name}" for i, name in enumerate(self.action_names))
@@ -219,26 +243,38 @@ class AtariEnv(AtariGymHooks, Environment):
             return self.ale.game_over(with_truncation=False) and ram[14] > ram[13]
         return False
 
-    def _observe(self, reward: float | None) -> AtariObservation:
-        ram = self.ale.getRAM().tolist()
+    def _observe(self, reward: float | None, screen: str | None = None) -> AtariObservation:
+        """``screen``: the screen this step asked for (``obs_type``), else the episode's."""
+        ale = self.ale
+        ram = ale.getRAM().tolist()
         st = self._state
-        frame = None if self._episode_frames == "none" else encode_frame(self.ale.getScreenRGB(), self._episode_frames)
+        frame = None if self._episode_frames == "none" else encode_frame(self._screen("rgb"), self._episode_frames)
+        pixels = self._screen(screen or self._episode_screen) if (screen or self._episode_screen) else None
         return AtariObservation(
+            screen=[] if pixels is None else pixels.ravel().tolist(),
+            screen_shape=[] if pixels is None else list(pixels.shape),
+            legal_actions=list(range(len(self.action_names))),
+            lives=st.lives,
+            episode_frame_number=ale.getEpisodeFrameNumber(),
+            frame_number=ale.getFrameNumber(),
             game_name=self.game_name,
             ram=ram,
             objects=decode_objects(self.rom, ram),
             score=st.score,
-            lives=st.lives,
             step=st.step_count,
-            legal_actions=list(range(len(self.action_names))),
             action_names=list(self.action_names),
-            episode_frame_number=self.ale.getEpisodeFrameNumber(),
             won=self._won(ram),
             frame=frame,
             done=st.done,
             reward=reward,
             metadata={"truncated": True} if self._truncated else {},
         )
+
+    def _screen(self, kind: str) -> Any:
+        """The screen as ``kind`` (rgb, grayscale or ram) now; at a reset, the one the episode starts from."""
+        if self._state.step_count == 0 and kind in self._start_screens:
+            return self._start_screens[kind]
+        return _SCREENS[kind](self.ale)
 
     # --- how programs play (bridge.py) -------------------------------------------------
     def _program_view(self) -> dict[str, Any]:
@@ -281,7 +317,7 @@ class AtariEnv(AtariGymHooks, Environment):
         obs = self.reset(seed=seed, episode_id=f"seed-{seed}", frames="none")
         reward = None
         for raw in actions:
-            reward = self._advance(self._checked(raw))
+            reward = self._advance(self._checked(raw)[0])
         if actions:
             obs = self._observe(reward=reward)
         return obs, self._state.score
@@ -291,3 +327,17 @@ def _frame_mode(value: Any, error: type[Exception]) -> str:
     if value not in FRAME_MODES:
         raise error(f"frames must be one of {', '.join(map(repr, FRAME_MODES))}, got {value!r}")
     return value
+
+
+def _screen_type(value: Any, error: type[Exception]) -> str | None:
+    if value is not None and value not in SCREEN_TYPES:
+        raise error(f"obs_type must be one of {', '.join(map(repr, SCREEN_TYPES))} or null, got {value!r}")
+    return value
+
+
+OPENENV_DEFAULT_GAME = "pong"  # OpenEnv's AtariAction.game_name default: its typed client sends it unasked
+_SCREENS = {  # OpenEnv's obs_type -> the ALE's array
+    "rgb": lambda ale: ale.getScreenRGB(),
+    "grayscale": lambda ale: ale.getScreenGrayscale(),
+    "ram": lambda ale: ale.getRAM(),
+}

@@ -1,4 +1,8 @@
-"""What crosses the wire for Atari: the action, the observation with its optional frame, the state."""
+"""What crosses the wire for Atari: the action, the observation with its optional screen or frame, the state.
+
+OpenEnv's ``AtariAction``/``AtariObservation`` fields come first, so OpenEnv's ``AtariEnv`` client reads
+them unchanged; stratagem's follow.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from stratagem.envs.core import Action, Observation, State
 
 FRAME_MODES = ("none", "png", "raw")
+SCREEN_TYPES = ("rgb", "grayscale", "ram")  # OpenEnv's obs_type: a screen as a flat list of ints
+ScreenType = Literal["rgb", "grayscale", "ram"]
 STICKY = "atari/sticky"
 MAX_FRAMESKIP = 64
 
@@ -16,7 +22,19 @@ MAX_FRAMESKIP = 64
 class AtariAction(Action):
     action: str | None = Field(default=None, description="an action name from action_names, e.g. 'FIRE'")
     action_id: int | None = Field(default=None, ge=0, description="an index into legal_actions (OpenEnv's field)")
-    game_name: str | None = Field(default=None, description="optional; must name this environment's game")
+    game_name: str | None = Field(
+        default=None,
+        description="optional (OpenEnv's field): this environment's game; 'pong', OpenEnv's default, counts as unset",
+    )
+    obs_type: ScreenType | None = Field(
+        default=None,
+        description="optional (OpenEnv's field): put this screen in this step's observation as screen and "
+        "screen_shape (rgb: 100,800 ints; grayscale: 33,600; ram: 128)",
+    )
+    full_action_space: bool | None = Field(
+        default=None,
+        description="optional (OpenEnv's field): must match the server's; false, OpenEnv's default, counts as unset",
+    )
 
     @model_validator(mode="after")
     def _one_action(self) -> AtariAction:
@@ -36,17 +54,28 @@ class Frame(BaseModel):
 
 
 class AtariObservation(Observation):
+    # OpenEnv's AtariObservation, field for field
+    screen: list[int] = Field(
+        default_factory=list,
+        description="the screen as a flat list of ints, only when asked for (obs_type: an action field, a reset "
+        "field or a parameter); [] otherwise",
+    )
+    screen_shape: list[int] = Field(
+        default_factory=list, description="screen's shape: [210, 160, 3] (rgb), [210, 160] (grayscale), [128] (ram)"
+    )
+    legal_actions: list[int] = Field(description="valid action_id values")
+    lives: int
+    episode_frame_number: int
+    frame_number: int = Field(description="emulator frames since the ROM's start (replays exactly, as the episode)")
+    # stratagem's
     game_name: str = Field(description="gymnasium's name, e.g. 'Pong' for ALE/Pong-v5")
     ram: list[int] = Field(description="the console's 128 bytes of RAM")
     objects: dict[str, int | None] = Field(description="named positions (screen pixels), score, lives; see manifest")
     score: float = Field(description="the episode's total reward so far (Pong: your points minus theirs)")
-    lives: int
     step: int = Field(description="agent steps taken this episode")
-    legal_actions: list[int] = Field(description="valid action_id values (OpenEnv's field)")
     action_names: list[str] = Field(description="the name of each action_id")
-    episode_frame_number: int
     won: bool = Field(description="score >= target_score when that is set; else Pong: reached 21 first")
-    frame: Frame | None = Field(default=None, description="the screen, when the episode asked for frames")
+    frame: Frame | None = Field(default=None, description="the screen as PNG or raw bytes, when frames asks for it")
 
 
 class AtariState(State):
