@@ -81,7 +81,8 @@ def test_work_in_every_call_counts_too():
         MATMUL_TEXTBOOK.replace("def matmul(", "def once(") + "\n\ndef matmul(A, B):\n    once(A, B)\n"
         "    return once(A, B)\n"
     )
-    with Runner("matmul", params=SMALL, limits=LIMITS) as runner:
+    # Matrices big enough (32..64 a side) that the product, not the cold start after the cache thrash, is the call.
+    with Runner("matmul", params={"size": 64, "trials": 3}, limits=LIMITS) as runner:
         textbook, slow = runner.evaluate([MATMUL_TEXTBOOK, twice], seeds=[0, 1])
     assert outcomes(slow) == outcomes(textbook) == ["win", "win"]
-    assert slow.episodes[1].score < 0.75 * textbook.episodes[1].score, (slow.episodes, textbook.episodes)
+    assert slow.episodes[1].score < 0.8 * textbook.episodes[1].score, (slow.episodes, textbook.episodes)
