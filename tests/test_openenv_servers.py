@@ -117,21 +117,9 @@ def openspiel_app(game: str = "tic_tac_toe") -> Any:
     from open_spiel.python import rl_environment
     from openenv.core.env_server.http_server import create_app
     from openenv.core.env_server.interfaces import Environment
-    from openenv.core.env_server.types import Action as OEAction
-    from openenv.core.env_server.types import Observation, State
-    from pydantic import Field
+    from openenv.core.env_server.types import State
 
-    class OpenSpielAction(OEAction):
-        action_id: int
-        game_name: str = "catch"
-        game_params: dict[str, Any] = Field(default_factory=dict)
-
-    class OpenSpielObservation(Observation):
-        info_state: list[float]
-        legal_actions: list[int]
-        game_phase: str = "playing"
-        current_player_id: int = 0
-        opponent_last_action: int | None = None
+    from tests.openenv_typed import OpenSpielAction, OpenSpielObservation  # the same wire models as the client's
 
     class OpenSpielState(State):
         game_name: str = "catch"

@@ -17,6 +17,7 @@ session; its first ``step`` there is answered with a message that says exactly t
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -27,7 +28,7 @@ from stratagem.envs.core import EpisodeNotActive
 from stratagem.server.deadline import StepTimeout
 from stratagem.server.errors import as_client_error, error_code, validate
 from stratagem.server.mcp import SERVER_ERROR, McpServer, error
-from stratagem.server.protocol import ErrorCode, ResetRequest, dumps, error_frame, observation_payload
+from stratagem.server.protocol import ErrorCode, JsonRpc, ResetRequest, dumps, error_frame, observation_payload
 from stratagem.server.sessions import CapacityReached, Session, SessionBusy, SessionManager, UnknownSession
 
 MCP_STEPS = ("list_tools", "call_tool")  # OpenEnv 0.3.0's MCP actions, sent as steps
@@ -80,13 +81,7 @@ async def serve_websocket(websocket: WebSocket, manager: SessionManager, mcp: Mc
         frame = error_frame(ErrorCode.FACTORY_ERROR, str(exc), factory_name=manager.env_class.__name__, status=500)
         return await _send_and_close(websocket, frame)
     try:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            raw = message.get("text")
-            if raw is None:
-                raw = message.get("bytes") or b""
+        async for raw in _frames(websocket):
             reply = await _handle(raw, session, manager, mcp)
             if reply is None:  # "close"
                 await websocket.close(code=1000)
@@ -118,23 +113,27 @@ async def serve_mcp_websocket(websocket: WebSocket, manager: SessionManager, mcp
         data = {"factory_name": manager.env_class.__name__}
         return await _send_and_close(websocket, dumps(error(SERVER_ERROR, str(exc), data=data)))
     try:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            raw = message.get("text")
-            if raw is None:
-                raw = message.get("bytes") or b""
+        async for raw in _frames(websocket):
             try:
                 request = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
-                await websocket.send_text(dumps(error(-32700, f"Parse error: {exc}")).decode())
+                await websocket.send_text(dumps(error(JsonRpc.PARSE_ERROR, f"Parse error: {exc}")).decode())
                 continue
             await websocket.send_text(dumps(await mcp.handle(request, own=session)).decode())
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
         await manager.close(session)
+
+
+async def _frames(websocket: WebSocket) -> AsyncIterator[str | bytes]:
+    """The client's frames, text or bytes, until it disconnects."""
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        text = message.get("text")
+        yield text if text is not None else (message.get("bytes") or b"")
 
 
 async def _handle(raw: str | bytes, session: Session, manager: SessionManager, mcp: McpServer) -> bytes | None:
