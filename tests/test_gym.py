@@ -153,10 +153,12 @@ def test_matmul_the_padded_product_is_a_right_answer():
     obs, reward, terminated, _, info = env.step(obs["A"] @ obs["B"])
     assert (reward, terminated) == (0.0, False)
     obs, reward, terminated, _, info = env.step(obs["A"] @ obs["B"])
-    assert terminated and info["won"] and reward > 0  # the speedup over the textbook loop
+    assert terminated and reward > 0  # the speedup over the textbook loop, won only above 1
+    assert info["won"] == (reward > 1) and info["outcome"] == ("win" if info["won"] else "loss")
     obs, _ = env.reset(seed=1)
     _, reward, terminated, _, info = env.step(np.zeros((6, 6)))
-    assert terminated and not info["won"] and reward == 0.0
+    assert terminated and not info["won"] and reward == 0.0 and info["outcome"] == "wrong_answer"
+    assert info["message"].startswith("wrong product: C[0][0] = 0.0, expected ")
     env.close()
 
 
@@ -356,7 +358,7 @@ def test_sandbox_task_prompt_and_outcome():
     obs, reward, *_ = env.step(code)
     outcome = json.loads(obs["task_outcome"])
     assert obs in env.observation_space and reward > 0 and "score" not in outcome
-    assert outcome["function"] == "matmul" and outcome["won"] and outcome["error"] is None
+    assert outcome["function"] == "matmul" and outcome["won"] == (reward > 1) and outcome["error"] is None
     obs, reward, *_ = env.step("def matmul(A, B):\n    return 'no'\n")
     assert reward == 0.0 and json.loads(obs["task_outcome"])["error"] == "illegal_move"
     env.close()

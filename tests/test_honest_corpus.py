@@ -4,7 +4,8 @@ A false cheat is as serious as an escape: it teaches a policy to avoid correct c
 honest, many in unusual ways, and each is played twice on the same episodes: through ``Runner.evaluate``
 with every kernel layer on (extraction, the static rules, a confined worker, the parent's replay), and
 in this process, called directly by the environment's own loop (``in_process``). Score, moves, error and
-outcome must be identical; for matmul, whose score is a speedup (a time), the moves, error and outcome.
+outcome must be identical; for matmul, whose score is a speedup (a time) and whose win is a speedup above 1,
+the moves and error (a wrong product is an error: ``wrong_answer``).
 
 One ``Runner.evaluate`` call per environment batches all its programs. The programs' own ``random`` is
 seeded here as the worker seeds it, and every episode is played from the key the runner plays it from
@@ -24,6 +25,7 @@ from stratagem.agents.programs import build, load
 from stratagem.agents.rewards import outcomes
 from stratagem.agents.runner import Limits, Runner
 from stratagem.envs.core import EnvError, InvalidAction
+from stratagem.envs.outcome import ERROR_OUTCOMES, episode_outcome
 from stratagem.envs.spec import load_spec, manifest_paths, resolve
 from stratagem.sandbox.keys import derive_seed
 from tests.honest_corpus import CORPORA, EXAMPLES, Honest, example
@@ -93,7 +95,14 @@ def _play(env: Any, call: Any, seed: int) -> tuple:
     except (ValueError, EnvError):
         error = "illegal_move"
     obs, score = env.replay(seed, actions)
+    error = error or _verdict(obs)
     return score, len(actions), error, bool(getattr(obs, "won", False)) and obs.done and error is None
+
+
+def _verdict(obs: Any) -> str | None:
+    """The environment's word on a finished episode, as the runner reads it: a wrong result is an error."""
+    outcome, _ = episode_outcome(obs.metadata) if obs.done else (None, "")
+    return outcome if outcome in ERROR_OUTCOMES else None
 
 
 def _drive(env: Any, call: Any, seed: int, timed: bool) -> tuple:
@@ -113,8 +122,9 @@ def _drive(env: Any, call: Any, seed: int, timed: bool) -> tuple:
             break
         moves += 1
         score += obs.reward or 0.0
+    error = error or _verdict(obs)
     won = bool(getattr(obs, "won", False)) and obs.done and error is None
-    return None if timed else score, moves, error, won
+    return None if timed else score, moves, error, None if timed else won
 
 
 def in_process(runner: Runner, env: Any, source: str, seeds: list[int]) -> list[tuple]:
@@ -137,7 +147,8 @@ def in_process(runner: Runner, env: Any, source: str, seeds: list[int]) -> list[
 
 
 def sandboxed(runner: Runner, result: Any) -> list[tuple]:
-    return [(None if runner.timed else e.score, e.moves, e.error, e.won) for e in result.episodes]
+    return [(None if runner.timed else e.score, e.moves, e.error, None if runner.timed else e.won)
+            for e in result.episodes]  # fmt: skip
 
 
 @pytest.mark.timeout(120)

@@ -169,7 +169,8 @@ def test_the_matmul_task_is_scored_through_the_sandbox():
         assert obs.reward == 0.0 and obs.task_outcome is None
         obs = sandbox.step({"code": MATMUL_TEXTBOOK})
         outcome = obs.task_outcome
-        assert outcome.won and outcome.moves == 2 and outcome.error is None and obs.reward == outcome.score > 0
+        assert outcome.moves == 2 and outcome.error is None and obs.reward == outcome.score > 0
+        assert outcome.won == (outcome.score > 1)  # right: won only when faster than the loop
         # Using the function without redefining it plays no episode.
         obs = sandbox.step({"code": "matmul([[1.0, 2.0]], [[3.0], [4.0]])"})
         assert obs.result == "[[11.0]]" and obs.task_outcome is None and obs.reward == 0.0
@@ -178,7 +179,9 @@ def test_the_matmul_task_is_scored_through_the_sandbox():
         obs = sandbox.step({"code": "def matmul(A, B):\n    return (row for row in A)"})
         assert obs.task_outcome.error == "exception" and "plain data" in obs.task_outcome.message
         obs = sandbox.step({"code": "def matmul(A, B):\n    return [[0.0] * len(B[0]) for _ in A]"})
-        assert obs.reward == 0.0 and obs.task_outcome.error is None and not obs.task_outcome.won  # wrong: lost
+        outcome = obs.task_outcome  # a wrong product: the function's error, naming the first wrong cell
+        assert obs.reward == 0.0 and outcome.error == "wrong_answer" and not outcome.won and outcome.score == 0.0
+        assert outcome.message.startswith("wrong product: C[0][0] = 0.0, expected ")
     finally:
         sandbox.close()
 

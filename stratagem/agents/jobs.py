@@ -29,12 +29,13 @@ from stratagem.agents.programs import Program
 from stratagem.agents.remote import RemoteGame
 from stratagem.agents.results import ERROR_KINDS, EpisodeResult
 from stratagem.envs.core import EnvError, Environment, InvalidAction, Observation
+from stratagem.envs.outcome import DRAW, ERROR_OUTCOMES, episode_outcome
 from stratagem.envs.rng import EpisodeKey
 from stratagem.envs.spec import EnvSpec
 from stratagem.sandbox.audit import FORBIDDEN_EXIT, MAX_VALUE_BYTES
 from stratagem.sandbox.channel import ChannelClosed, FrameTooLarge
 from stratagem.sandbox.keys import derive_seed
-from stratagem.sandbox.pool import LOST, PoolError, Worker, WorkerPool
+from stratagem.sandbox.pool import PoolError, Worker, WorkerPool, describe_exit
 from stratagem.viz.recording import RecordingWriter, recording_path
 
 
@@ -76,6 +77,7 @@ class Job:
         self.episodes: list[EpisodeResult] = []
         self.build_error: tuple[str, str] | None = None
         self.finished = self.lost = False
+        self.lost_why = ""  # what took the worker, when ``lost``: never the program (``died``)
         self.confined = self.built = False
         self.worker: Worker = None  # type: ignore[assignment]
         self.started = self.episode_started = self.clock = 0.0
@@ -181,16 +183,18 @@ class Job:
 
     def died(self) -> None:
         """The worker's channel closed before it said it was done: find out why from its exit status."""
-        pool = self.runner.pool
-        code = pool.exit_code(self.worker, timeout_s=1.0)
+        death = self.runner.pool.death(self.worker, timeout_s=1.0)
+        code = death.code
         if code is None and self.confined and self.worker.alive():  # it closed its channel and runs on
             self.kill()
             return self.forfeit("forbidden", "the worker closed its channel to the parent and kept running")
-        if code == LOST or code is None or not self.confined:
-            # Its zygote died (or stopped answering), or it died before it could read the program: not the
-            # program's doing. The runner plays the rest again in a fresh worker.
-            self.lost = self.finished = True
-            return
+        if death.outside or code is None or not self.confined:
+            # Killed from outside (the OOM killer, a `kill`; ``WorkerPool.death`` tells), lost with its zygote, not
+            # reported, or dead before it could read the program: not the program's doing. The runner plays the
+            # rest again in a fresh worker.
+            if death.outside or code is None:
+                return self.lose(death.outside or "the sandbox's zygote did not report how the worker ended")
+            return self.lose(f"the worker died before it was confined ({describe_exit(code)})")
         if code == -signal.SIGSYS:
             return self.forfeit("forbidden", "the program made a system call the sandbox forbids (killed by SIGSYS)")
         if code == FORBIDDEN_EXIT:
@@ -202,6 +206,10 @@ class Job:
         else:
             kind, text = "exception", f"the worker exited unexpectedly (code {code})"
         self.forfeit(kind, text)
+
+    def lose(self, why: str) -> None:
+        """The worker is gone for a reason that is not the program's: the runner plays what is left again."""
+        self.lost, self.lost_why, self.finished = True, why, True
 
     def forfeit(self, kind: str, message: str, rest: str | None = None) -> None:
         """Every episode not yet reported gets ``kind``; the job is over."""
@@ -388,8 +396,19 @@ class CallJob(Job):
             self.result = self.recording = None
         super().forfeit(kind, message, rest)
 
+    def lose(self, why: str) -> None:
+        """The episode in progress is played again from its start: its recording, cut short, is closed (the
+        replay writes it anew)."""
+        if self.recording is not None:
+            self.recording.close()
+        self.result = self.recording = None
+        super().lose(why)
+
     def stop(self) -> None:
         super().stop()
+        if self.recording is not None:  # stopped mid-episode (an interrupt): what was recorded stays readable
+            self.recording.close()
+            self.recording = None
         if self.game is not None:
             self.game.close()
 
@@ -405,13 +424,27 @@ def _record(recorder: RecordingWriter | None, action: Any, obs: Observation) -> 
 
 
 def _finish(result: EpisodeResult, obs: Observation | None, recorder: RecordingWriter | None) -> None:
-    """Fill in what the final position says, and close the recording with the result."""
+    """Fill in what the final position says, and close the recording with the result.
+
+    An episode that ended without an error of its own is judged by the environment's last word
+    (``envs/outcome.py``): a wrong result is the error ``wrong_answer`` (never a game played and lost),
+    a tie is a draw, and ``won`` is a win.
+    """
     if obs is not None:
+        verdict, why = episode_outcome(obs.metadata) if obs.done and result.error is None else (None, "")
+        if verdict in ERROR_OUTCOMES:
+            result.error, result.message = verdict, _text(why) or "the environment found the result wrong"
         result.won = bool(getattr(obs, "won", False)) and obs.done and result.error is None
+        result.draw = not result.won and result.error is None and verdict == DRAW
         result.max_tile = getattr(obs, "max_tile", None)
     if recorder is not None:
-        recorder.close({"score": result.score, "moves": result.moves, "won": result.won,
-                        "max_tile": result.max_tile, "error": result.error, "message": result.message})  # fmt: skip
+        end = {"score": result.score, "moves": result.moves, "won": result.won, "error": result.error,
+               "message": result.message}  # fmt: skip
+        if result.draw:
+            end["draw"] = True
+        if result.max_tile is not None:  # 2048's; no other environment has a max tile
+            end["max_tile"] = result.max_tile
+        recorder.close(end)
 
 
 def _text(value: Any) -> str:

@@ -2,8 +2,11 @@
 
 The parent holds the game; here the game is a server's, reached over OpenEnv's WebSocket protocol
 and seen through the local environment class's observation model, so the program gets the same
-arguments and its moves the same checks as in-process. A failing server is the server's fault,
-never the program's: it raises ServerFailed, and no result is made up.
+arguments and its moves the same checks as in-process. The observation keeps the server's
+``metadata`` (top-level or nested, as the client reads it), so a server's verdict on an episode
+(``envs/outcome.py``: a wrong answer, a draw) is classified exactly as the local environment's. A
+failing server is the server's fault, never the program's: it raises ServerFailed, and no result is
+made up.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ class RemoteGame:
 
     def __init__(self, env: Environment, url: str) -> None:
         from stratagem.client.http import EnvClient
+        from stratagem.client.identify import check_serves
 
         self.env = env
+        check_serves(url, env)  # a server of another environment: WrongServer (a ValueError) names it
         try:
             self.client = EnvClient.connect(url)
         except (OSError, ValueError) as exc:
@@ -49,9 +54,11 @@ class RemoteGame:
 
     def _observation(self, result: Any) -> Observation:
         try:
-            return self.env.observation_type.model_validate(
-                {**result.observation, "reward": result.reward, "done": result.done}
-            )
+            fields = {**result.observation, "reward": result.reward, "done": result.done}
+            nested = fields.pop("metadata", None)  # OpenEnv 0.10 may send null, or leave it out
+            # the client's reading (the top-level copy, else the nested one) over the nested one
+            fields["metadata"] = {**(nested if isinstance(nested, dict) else {}), **result.metadata}
+            return self.env.observation_type.model_validate(fields)
         except ValidationError as exc:
             raise ServerFailed(
                 f"the server's observation does not fit environment {type(self.env).__name__}: {exc}"

@@ -1,10 +1,17 @@
-"""What evaluating a program gives: per episode, and per program."""
+"""What evaluating a program gives: per episode, and per program.
+
+Every episode that ran is exactly one of: won, drawn, lost (played to its end: ``error`` is None) or an
+error of the program (``error`` is one of ``ERROR_KINDS``). ``wrong_answer`` is the error of an episode
+the environment ended because the program's result was wrong (``envs/outcome.py``; matmul's wrong
+product): it ended, but it was not played and lost. A draw is an episode played to its end, not won,
+that the environment calls a tie (OpenSpiel); environments that cannot tie never set it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-ERROR_KINDS = ("syntax", "policy", "exception", "illegal_move", "timeout", "memory", "forbidden")
+ERROR_KINDS = ("syntax", "policy", "exception", "illegal_move", "wrong_answer", "timeout", "memory", "forbidden")
 
 
 class ProgramError(Exception):
@@ -22,6 +29,7 @@ class EpisodeResult:
     score: float = 0.0
     moves: int = 0
     won: bool = False
+    draw: bool = False  # played to its end, not won, and the environment says it was a tie
     max_tile: int | None = None
     error: str | None = None  # one of ERROR_KINDS, or None for a game played to its end
     message: str = ""
@@ -38,8 +46,26 @@ class ProgramResult:
     seconds: float = 0.0
 
     @property
+    def wins(self) -> int:
+        return sum(e.won for e in self.episodes)
+
+    @property
+    def draws(self) -> int:
+        return sum(e.draw for e in self.episodes)
+
+    @property
+    def losses(self) -> int:
+        """Episodes played to their end and neither won nor drawn (errors are counted apart)."""
+        return sum(e.error is None and not e.won and not e.draw for e in self.episodes)
+
+    @property
     def win_rate(self) -> float:
-        return sum(e.won for e in self.episodes) / len(self.episodes) if self.episodes else 0.0
+        return self.wins / len(self.episodes) if self.episodes else 0.0
+
+    @property
+    def played_clean(self) -> bool:
+        """The program ran, and played every episode to its end without an error."""
+        return self.error is None and bool(self.episodes) and all(e.error is None for e in self.episodes)
 
     @property
     def mean_score(self) -> float:

@@ -7,18 +7,25 @@ training log shows *why* a completion scored what it did.
 
 Every episode falls in one outcome, and the default rubric orders them strictly:
 
-    cheat < crash < timeout < illegal move or quitting < loss < win
+    cheat < crash < timeout < illegal move, quitting or a wrong result < loss < win
 
 - cheat: a forbidden import, name or dunder in the source; a forbidden event at run time;
   moves the parent's replay refused;
 - crash: no code, a syntax error, a broken signature, an exception, running out of memory;
 - timeout: a call or an episode over its wall-clock limit, or the CPU budget spent;
 - illegal: a return value that is not a legal move (``None`` and friends: quitting);
-- loss / win: played to the end (``won`` as judged by the environment on the final position).
+- wrong: a result in the right form but wrong, so the environment ended the episode (error kind
+  ``wrong_answer``: matmul's wrong product); as bad as an illegal move, never a loss;
+- loss / win: played to the end (``won`` as judged by the environment on the final position; a draw
+  is a loss here: not won).
 
 The score only counts for games played to the end: a program that plays 500 good moves and
-then quits never outranks one that plays and loses. ``test_rewards.py`` checks the ordering
-on real programs, for the 2048 and matmul manifests.
+then quits never outranks one that plays and loses. A wrong result never pays as working:
+``function_works`` is the mean over episodes of +1 for an episode played to its end without an
+error (won, drawn or lost) and -1 for any other, and -1 for a program that never ran, so it says how
+often the function worked, not whether it compiled. ``test_rewards.py`` checks the ordering on real
+programs, for the 2048 and matmul manifests, and ``test_honest_rewards.py`` that a wrong result,
+in every environment that can tell one, pays as neither working nor winning.
 """
 
 from __future__ import annotations
@@ -32,12 +39,15 @@ from stratagem.envs.spec import RewardSpec
 
 RewardFunction = Callable[[ProgramResult, RewardSpec], float]
 
-OUTCOMES = ("cheat", "crash", "timeout", "illegal", "loss", "win")
+OUTCOMES = ("cheat", "crash", "timeout", "illegal", "wrong", "loss", "win")
 # Policy rules whose breach is an attempt to get around the sandbox, not a broken program.
 CHEATING_RULES = frozenset({"import", "forbidden-name", "dunder", "introspection"})
-PENALTIES = {"cheat": -6.0, "crash": -3.0, "timeout": -2.0, "illegal": -1.0, "loss": 0.0, "win": 0.0}
+PENALTIES = {"cheat": -6.0, "crash": -3.0, "timeout": -2.0, "illegal": -1.0, "wrong": -1.0, "loss": 0.0,
+             "win": 0.0}  # fmt: skip
 _EPISODE_OUTCOMES = {"forbidden": "cheat", "exception": "crash", "memory": "crash", "syntax": "crash",
-                     "policy": "crash", "timeout": "timeout", "illegal_move": "illegal"}  # fmt: skip
+                     "policy": "crash", "timeout": "timeout", "illegal_move": "illegal",
+                     "wrong_answer": "wrong"}  # fmt: skip
+PLAYED = frozenset({"loss", "win"})  # the outcomes of an episode played to its end without an error
 
 
 def cheated_before_running(result: ProgramResult) -> bool:
@@ -59,8 +69,9 @@ def _mean(values: list[float]) -> float:
 
 
 def function_works(result: ProgramResult, spec: RewardSpec) -> float:
-    """+1 when the completion held a program that passed the checks and built, else -1."""
-    return 1.0 if result.error is None else -1.0
+    """The mean over episodes of +1 for one played to its end without an error, -1 for any other (a crash, a
+    timeout, an illegal move, a wrong result); -1 for a program that never ran."""
+    return _mean([1.0 if o in PLAYED else -1.0 for o in outcomes(result)])
 
 
 def no_cheating(result: ProgramResult, spec: RewardSpec) -> float:
@@ -74,14 +85,14 @@ def strategy_succeeds(result: ProgramResult, spec: RewardSpec) -> float:
 
 
 def failure_penalty(result: ProgramResult, spec: RewardSpec) -> float:
-    """The penalty ladder: cheat -6 < crash -3 < timeout -2 < illegal move -1 < played to the end 0."""
+    """The penalty ladder: cheat -6 < crash -3 < timeout -2 < illegal move or wrong result -1 < played to the end 0."""
     return _mean([PENALTIES[o] for o in outcomes(result)])
 
 
 def score_shaped(result: ProgramResult, spec: RewardSpec) -> float:
     """score / score_scale, clipped to [0, 1], for games played to the end; 0 for the others."""
     values = [
-        min(1.0, max(0.0, e.score) / spec.score_scale) if o in ("win", "loss") else 0.0
+        min(1.0, max(0.0, e.score) / spec.score_scale) if o in PLAYED else 0.0
         for e, o in zip(result.episodes, outcomes(result), strict=False)
     ]
     return _mean(values) if values else 0.0

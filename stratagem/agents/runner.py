@@ -18,14 +18,21 @@ processes (``stratagem/sandbox/pool.py``, ``worker.py``), a few at a time. The p
   refuses marks the program as cheating. In ``call`` mode (a server given by ``url``, an
   environment that rewards speed, or one with ``slow_steps``) the parent holds the game and asks the worker for one
   move at a time; for timed environments it thrashes the worker's caches before each call and
-  times the call itself.
+  times the call itself;
+- never blames a program for a worker it lost: one killed from outside (the OOM killer, a ``kill``)
+  or lost with its zygote has its episode played again in a fresh worker, from the same key, so
+  from the same game; an episode lost ``MAX_ATTEMPTS`` times stops the run with ``WorkersKilled``.
+
+Ctrl-C (a KeyboardInterrupt) stops ``evaluate`` at once: every process of the pool is ended and
+reaped, and ``Interrupted`` carries the episodes that did finish. ``on_episode`` sees each episode
+as it finishes, for a progress display.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -39,12 +46,12 @@ from stratagem.envs.rng import EpisodeKey, episode_key
 from stratagem.envs.spec import EnvSpec, resolve
 from stratagem.sandbox.confine import LAYERS, Policy
 from stratagem.sandbox.keys import machine_secret
-from stratagem.sandbox.pool import PoolError, SandboxUnavailable, WorkerPool
+from stratagem.sandbox.pool import PoolError, SandboxUnavailable, WorkerPool, WorkersKilled
 
-__all__ = ["ERROR_KINDS", "EpisodeResult", "Limits", "PoolError", "ProgramResult", "Runner", "SandboxUnavailable",
-           "ServerFailed"]  # fmt: skip
+__all__ = ["ERROR_KINDS", "EpisodeResult", "Interrupted", "Limits", "PoolError", "ProgramResult", "Runner",
+           "SandboxUnavailable", "ServerFailed", "WorkersKilled"]  # fmt: skip
 SCHEDULE_TICK_S = 0.02  # how often the parent looks at the clocks of workers that sent nothing
-MAX_ATTEMPTS = 3  # a job whose worker was lost with its zygote is played again, this many times in all
+MAX_ATTEMPTS = 3  # an episode whose worker was lost (killed from outside, or with its zygote) is tried this many times
 MAX_ACTIONS = 1_000_000  # moves per episode, for environments that declare no max_episode_steps
 
 
@@ -60,6 +67,23 @@ class Limits:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"Limits.{name} must be a positive number, got {value!r}")
+
+
+class Interrupted(KeyboardInterrupt):
+    """``Runner.evaluate`` was interrupted (a KeyboardInterrupt: Ctrl-C, or what a caller raises for SIGTERM).
+
+    ``results``: one ProgramResult per completion, in their order, holding the episodes that finished (in
+    seed order; the rest were not played). ``seeds``: the seeds asked for. ``interrupt``: the exception
+    that stopped the work (re-raise it to keep its meaning). The pool's processes are gone when this is raised.
+    """
+
+    def __init__(self, results: list[ProgramResult], seeds: list[int], interrupt: BaseException) -> None:
+        super().__init__("interrupted")
+        self.results, self.seeds, self.interrupt = results, seeds, interrupt
+
+    @property
+    def episodes_done(self) -> int:
+        return sum(len(result.episodes) for result in self.results)
 
 
 class Runner:
@@ -89,6 +113,7 @@ class Runner:
                              allow_weaker=allow_weaker_sandbox)  # fmt: skip
         self.secret = secret if secret is not None else machine_secret()
         self._pool: WorkerPool | None = None
+        self._layers: tuple[dict[str, str], dict[str, str]] | None = None  # the last pool's (applied, missing)
 
     def episode_key(self, seed: int) -> EpisodeKey:
         """The key episode ``seed`` is played from, here and in a worker (which never learns the seed)."""
@@ -101,14 +126,16 @@ class Runner:
             setup = {"spec": self.spec.model_dump(mode="json"), "params": self.params,
                      "source": str(self.spec.source) if self.spec.source else None}  # fmt: skip
             self._pool = WorkerPool("stratagem.agents.worker", setup, self.policy, size=self.workers)
+            self._layers = (dict(self._pool.applied), dict(self._pool.missing))
         return self._pool
 
     @property
     def sandbox(self) -> dict[str, Any]:
-        """The layers in force and the ones missing here (for run records and ``stratagem doctor``)."""
-        pool = self.pool
-        return {"applied": dict(pool.applied), "missing": dict(pool.missing),
-                "allow_weaker": self.policy.allow_weaker}  # fmt: skip
+        """The layers in force and the ones missing here (for run records and ``stratagem doctor``). Known
+        without a pool once one has run; after an interrupt none is started again to tell (empty when the
+        interrupt came before the sandbox was up)."""
+        applied, missing = self._layers if self._layers is not None else (self.pool.applied, self.pool.missing)
+        return {"applied": dict(applied), "missing": dict(missing), "allow_weaker": self.policy.allow_weaker}
 
     def close(self) -> None:
         if self._pool is not None:
@@ -122,34 +149,67 @@ class Runner:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def evaluate(self, completions: Sequence[str], seeds: Sequence[int],
-                 record: str | Path | None = None) -> list[ProgramResult]:  # fmt: skip
+    def evaluate(self, completions: Sequence[str], seeds: Sequence[int], record: str | Path | None = None,
+                 on_episode: Callable[[EpisodeResult], None] | None = None) -> list[ProgramResult]:  # fmt: skip
         """Every completion on every seed; results in the order of ``completions``, episodes in seed order.
 
         When there are fewer programs than workers, each program's seeds are split over several
         workers. ``record``: a directory that receives one recording per episode (``viz/recording.py``).
+        ``on_episode``: called here, in the caller's thread, with each episode as it finishes (in the
+        order they finish; an episode an error ended counts too; none is reported twice).
+
+        Raises ``Interrupted`` (a KeyboardInterrupt) with the episodes that finished when interrupted,
+        after ending every process of the pool (the next call starts a fresh one); ``WorkersKilled``
+        when something outside keeps killing the sandbox's workers.
         """
         seeds = list(seeds)
         if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
             raise ValueError(f"seeds must be a non-empty list of integers >= 0, got {seeds[:5]}")
         results: list[ProgramResult] = []
-        jobs: list[Job] = []
+        waiting: list[Job] = []
         job_type = PlayJob if self.mode == "play" else CallJob
         programs = [self._load(completion, results) for completion in completions]
         runnable = sum(program is not None for program in programs)
         chunks = min(len(seeds), -(-self.workers // max(1, runnable)))  # enough jobs to keep every worker busy
+        folder = Path(record) if record else None
         for index, program in enumerate(programs):
             if program is not None:
                 for part in range(chunks):
-                    jobs.append(job_type(self, index, program, seeds[part::chunks], Path(record) if record else None))
+                    waiting.append(job_type(self, index, program, seeds[part::chunks], folder))
+        running: list[Job] = []
+        done: list[Job] = []
+        try:
+            self._schedule(waiting, running, done, on_episode)
+        except KeyboardInterrupt as exc:
+            self._abandon()
+            self._collect(results, seeds, [*done, *running, *waiting])
+            raise Interrupted(results, seeds, exc) from exc
+        self._collect(results, seeds, done)
+        return results
+
+    def _collect(self, results: list[ProgramResult], seeds: list[int], jobs: list[Job]) -> None:
+        """Each job's episodes into its program's result, in seed order. A job played again after a lost worker
+        shares its episodes with the one it replaces: each list is taken once."""
         order = {seed: i for i, seed in reversed(list(enumerate(seeds)))}
-        for job in self._schedule(jobs):
+        taken: set[int] = set()
+        for job in dict.fromkeys(jobs):  # an interrupt can find a job in two lists at once
             result = results[job.index]
-            result.episodes = sorted([*result.episodes, *job.episodes], key=lambda e: order[e.seed])
+            if id(job.episodes) not in taken:
+                taken.add(id(job.episodes))
+                result.episodes.extend(job.episodes)
             result.seconds += job.seconds
             if job.build_error is not None:
                 result.error, result.message = job.build_error
-        return results
+        for result in results:
+            result.episodes.sort(key=lambda e: order[e.seed])
+
+    def _abandon(self) -> None:
+        """After an interrupt: end the pool's processes now (its state is no longer to be trusted)."""
+        pool, self._pool = self._pool, None
+        if self._layers is None:
+            self._layers = ({}, {})
+        if pool is not None:
+            pool.close()
 
     def _load(self, completion: str, results: list[ProgramResult]) -> Program | None:
         try:
@@ -160,36 +220,80 @@ class Runner:
         results.append(ProgramResult(sha=program.sha, source=program.source))
         return program
 
-    def _schedule(self, jobs: list[Job]) -> Any:
-        waiting, running = list(jobs), []
+    def _schedule(self, waiting: list[Job], running: list[Job], done: list[Job],
+                  on_episode: Callable[[EpisodeResult], None] | None) -> None:  # fmt: skip
+        """Run the jobs of ``waiting`` until every one is in ``done``. Whenever it stops (an error, an interrupt),
+        every job is in one of the three lists, so the episodes that finished can still be collected."""
+        reported: dict[int, int] = {}  # id of a job's episode list -> how many of them ``on_episode`` has seen
+        losses = _Losses(unstarted_limit=MAX_ATTEMPTS * self.workers)
         try:
             while waiting or running:
                 while waiting and len(running) < self.workers:
-                    job = waiting.pop(0)
-                    job.start(self.pool.acquire())
+                    worker = self.pool.acquire()
+                    job = waiting[0]
+                    job.start(worker)
                     running.append(job)
+                    waiting.pop(0)
                 ready = wait([job.worker.reader.sock for job in running], timeout=SCHEDULE_TICK_S)
                 now = time.monotonic()
                 for job in list(running):
                     if job.worker.reader.sock in ready:
                         job.receive()
+                        if job.built:
+                            losses.unstarted = 0
                     if not job.finished:
                         job.check_time(now)
-                    if job.finished:
-                        job.stop()
+                    if on_episode is not None and len(job.episodes) > reported.get(id(job.episodes), 0):
+                        seen = reported.get(id(job.episodes), 0)
+                        reported[id(job.episodes)] = len(job.episodes)
+                        for episode in job.episodes[seen:]:
+                            on_episode(episode)
+                    if job.finished:  # into ``waiting`` or ``done`` before out of ``running``: never in none
+                        lost = job.lost and bool(job.pending)
+                        if lost:  # killed from outside, or with its zygote: never the program's doing
+                            waiting.insert(0, self._again(job, losses))
+                        else:
+                            done.append(job)
                         running.remove(job)
-                        if job.lost:  # its zygote died under it: play what is left again, never blame the program
-                            waiting.insert(0, self._again(job))
-                            continue
-                        self.pool.succeeded()
-                        yield job
+                        job.stop()
+                        if not lost:
+                            self.pool.succeeded()
         finally:
-            for job in running:  # an error (a failed server) or an abandoned generator
+            for job in running:  # an error (a failed server) or an interrupt
                 job.stop()
 
-    def _again(self, job: Job) -> Job:
-        if job.attempt >= MAX_ATTEMPTS:
-            raise PoolError(f"the sandbox lost program {job.program.sha}'s worker {job.attempt} times; giving up")
-        again = type(job)(self, job.index, job.program, job.pending, job.record, attempt=job.attempt + 1)
+    def _again(self, job: Job, losses: _Losses) -> Job:
+        """The rest of a job whose worker was lost, to play in a fresh worker; the episode in progress starts
+        again from its key, so it is the same game. An episode lost MAX_ATTEMPTS times stops the run, and so
+        do workers that keep dying before they start (``_Losses``)."""
+        attempt = losses.count(job)
+        again = type(job)(self, job.index, job.program, job.pending, job.record, attempt=attempt + 1)
         again.episodes = job.episodes  # the episodes it did report stand
         return again
+
+
+class _Losses:
+    """Workers lost during one ``evaluate``: per episode (program, seed) once a worker had started it, and in a
+    row for workers that died before their program was built (a spare killed while it waited cost no episode)."""
+
+    def __init__(self, unstarted_limit: int) -> None:
+        self.episodes: dict[tuple[int, int], int] = {}
+        self.unstarted, self.unstarted_limit = 0, unstarted_limit
+
+    def count(self, job: Job) -> int:
+        """Count the job's loss; raises WorkersKilled past the limits. Returns the episode's losses so far."""
+        seed, what = job.pending[0], f"sandbox workers are being killed from outside ({job.lost_why})"
+        hint = ("so the run stops rather than blame the program. Find what sends the signal: the OOM killer (see "
+                "`dmesg`), a `kill`, or a signal sent to this command's whole process group")  # fmt: skip
+        if not job.built:
+            self.unstarted += 1
+            if self.unstarted >= self.unstarted_limit:
+                raise WorkersKilled(f"{what}; {self.unstarted} in a row died before they started an episode, {hint}")
+            return self.episodes.get((job.index, seed), 0)
+        key = (job.index, seed)
+        lost = self.episodes[key] = self.episodes.get(key, 0) + 1
+        if lost >= MAX_ATTEMPTS:
+            raise WorkersKilled(
+                f"{what}; program {job.program.sha}'s episode on seed {seed} was lost {lost} times, {hint}"
+            )
+        return lost

@@ -4,11 +4,14 @@ An episode is ``trials`` calls on fresh random float matrices whose shapes vary,
 episode's keyed stream (``envs/rng.py``): knowing the seed, a program still cannot know its
 inputs before the call that brings them. Each answer is checked against the textbook triple
 loop (``TEXTBOOK_MATMUL``) run here on the same matrices, caches thrashed first; that run's CPU
-time is the baseline. A wrong answer ends the episode, lost; ``trials`` right answers win it, and
-the last step's reward is the speedup: total baseline time / total program time, capped at
-``MAX_SPEEDUP`` (1000). The program's time is the runner's word (below); over the wire it is the
-client's, and a client could claim any time, so the reward has a ceiling that a manifest can declare
-(pure Python stays far below it: around 10x).
+time is the baseline. A wrong answer ends the episode with reward 0 and, in its metadata, the
+outcome ``wrong_answer`` and the first wrong cell (``envs/outcome.py``): the runner scores that as an
+error of the program, below a loss. ``trials`` right answers end it with the speedup as the last
+step's reward: total baseline time / total program time, capped at ``MAX_SPEEDUP`` (1000). It is won
+only when the speedup is above 1, faster than the baseline measured in the same episode; a correct
+program no faster than the textbook loop has played to the end and lost. The program's time is the
+runner's word (below); over the wire it is the client's, and a client could claim any time, so the
+reward has a ceiling that a manifest can declare (pure Python stays far below it: around 10x).
 
 What the program's clock covers. The program's time arrives with each answer as ``elapsed_s``,
 measured by whoever ran it from outside the program's process. The runners here (the strategy
@@ -40,6 +43,7 @@ from typing import Any
 from pydantic import Field
 
 from stratagem.envs.core import Action, Environment, EpisodeNotActive, InvalidAction, Observation, State
+from stratagem.envs.outcome import LOSS, OUTCOME, WIN, wrong_answer
 from stratagem.envs.rng import WARM_UP, Seed, episode_rng, new_seed, seed_number
 from stratagem.sandbox.timing import thrash_caches
 
@@ -83,7 +87,7 @@ class MatmulObservation(Observation):
     speedup: float | None = Field(
         default=None, description="baseline time / program time (at most 1000), once all trials are right"
     )
-    won: bool = False
+    won: bool = Field(default=False, description="every trial right and the speedup above 1")
 
 
 class MatmulState(State):
@@ -139,17 +143,13 @@ class MatmulEnv(Environment):
             rows = {len(row) for row in action.C}
             raise InvalidAction(f"the product of a {n}x{len(self._B)} and a {len(self._B)}x{m} matrix is {n}x{m}; "
                                 f"got {len(action.C)} rows of lengths {sorted(rows)[:5]}")  # fmt: skip
-        correct = all(
-            math.isclose(got, want, rel_tol=RELATIVE_TOLERANCE, abs_tol=RELATIVE_TOLERANCE)
-            for got_row, want_row in zip(action.C, self._C, strict=True)
-            for got, want in zip(got_row, want_row, strict=True)
-        )
+        wrong = first_wrong_cell(action.C, self._C)
         st.step_count += 1
         st.trial += 1
         st.program_s.append(action.elapsed_s)
-        if not correct:
+        if wrong is not None:
             st.done = True
-            return self._observe(reward=0.0, correct=False)
+            return self._observe(reward=0.0, correct=False, wrong=wrong)
         if st.trial == self.trials:
             st.done = True
             return self._observe(reward=st.speedup(), correct=True)
@@ -214,17 +214,31 @@ class MatmulEnv(Environment):
         self._C = reference_matmul(self._A, self._B)
         self._state.baseline_s.append(time.thread_time() - started)
 
-    def _observe(self, reward: float | None, correct: bool | None) -> MatmulObservation:
+    def _observe(self, reward: float | None, correct: bool | None, wrong: str | None = None) -> MatmulObservation:
         st = self._state
-        won = st.done and correct is True
+        finished = st.done and correct is True
+        speedup = st.speedup() if finished else None
+        won = speedup is not None and speedup > 1.0
+        metadata = wrong_answer(wrong) if wrong is not None else {OUTCOME: WIN if won else LOSS} if finished else {}
         return MatmulObservation(
             A=[] if st.done else self._A,
             B=[] if st.done else self._B,
             trial=st.trial,
             trials=self.trials,
             correct=correct,
-            speedup=st.speedup() if won else None,
+            speedup=speedup,
             won=won,
             done=st.done,
             reward=reward,
+            metadata=metadata,
         )
+
+
+def first_wrong_cell(got: list[list[float]], want: list[list[float]]) -> str | None:
+    """None when every cell of ``got`` is within tolerance of ``want`` (same shape); else the first wrong one."""
+    for i, (got_row, want_row) in enumerate(zip(got, want, strict=True)):
+        for j, (value, expected) in enumerate(zip(got_row, want_row, strict=True)):
+            if not math.isclose(value, expected, rel_tol=RELATIVE_TOLERANCE, abs_tol=RELATIVE_TOLERANCE):
+                return (f"wrong product: C[{i}][{j}] = {value!r}, expected {expected!r} "
+                        f"(relative tolerance {RELATIVE_TOLERANCE:g})")  # fmt: skip
+    return None

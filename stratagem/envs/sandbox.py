@@ -27,7 +27,9 @@ loop, timed from outside as the strategy runner times it: by the process's CPU c
 first answer with every cell run since the task was last scored (so work done ahead, in this cell or
 an earlier one, is not free). The task's episodes come from this episode's keyed stream: a cell
 cannot know them in advance. The task's rules stay in its environment: this module only calls
-``program_inputs``, ``program_action`` and ``step``, exactly as the runner does.
+``program_inputs``, ``program_action`` and ``step``, exactly as the runner does, and read its verdict
+as the runner does (``envs/outcome.py``): a wrong product is the outcome's error ``wrong_answer``, with
+the first wrong cell in its message, and scores 0; a correct one no faster than the loop is not won.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import NotRequired, TypedDict
 
 from stratagem.envs.core import Action, EnvError, Environment, EpisodeNotActive, Observation, State
+from stratagem.envs.outcome import DRAW, ERROR_OUTCOMES, episode_outcome
 from stratagem.envs.rng import WARM_UP, Seed, episode_rng, new_seed, seed_number
 from stratagem.envs.spec import EnvSpec, resolve
 from stratagem.sandbox.repl import TIMEOUT_EXIT, CallFailed, Lost, Ran, ReplProcess
@@ -68,8 +71,11 @@ class TaskOutcome(BaseModel):
     seed: int
     score: float = Field(description="the episode's total reward (0 when it ended in an error): the step's reward")
     won: bool = False
+    draw: bool = Field(default=False, description="played to its end, not won, and the task's environment says tie")
     moves: int = 0
-    error: str | None = Field(default=None, description="exception, illegal_move, timeout, crash or forbidden")
+    error: str | None = Field(
+        default=None, description="exception, illegal_move, wrong_answer (a wrong result), timeout, crash or forbidden"
+    )
     message: str = ""
 
 
@@ -170,7 +176,12 @@ class SandboxTask:
                 obs = env.step(action)
                 outcome.moves += 1
                 outcome.score += obs.reward or 0.0
-            outcome.won = bool(getattr(obs, "won", False))
+            verdict, message = episode_outcome(obs.metadata)
+            if verdict in ERROR_OUTCOMES:  # e.g. a wrong product: an error of the function, not a game it lost
+                outcome.error, outcome.message = verdict, message[:500]
+            else:
+                outcome.won = bool(getattr(obs, "won", False))
+                outcome.draw = not outcome.won and verdict == DRAW
         except CallFailed as exc:
             outcome.error, outcome.message = "exception", str(exc)
         except Lost as exc:

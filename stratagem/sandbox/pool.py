@@ -11,6 +11,16 @@ the zygote answering; each worker's channel is a non-blocking ``FrameReader`` wi
 A zygote that dies (killed from outside, or by a bug) takes its workers with it (it is pid 1 of
 their namespace): the pool starts a new one, and ``exit_code`` tells the caller the worker was
 *lost*, so the work is done again instead of being blamed on the program that ran there.
+
+A worker can also die alone, from outside (the OOM killer, a ``kill``, a signal sent to a whole
+process group). ``death`` tells that apart from every death the program or the pool explains: the
+pool's own kill, SIGSYS (seccomp), SIGXCPU or, with the CPU budget spent, SIGKILL (RLIMIT_CPU), and
+the crashes a program's own code can cause (SIGSEGV, SIGABRT...). Only the rest is *outside*, and
+the caller plays that work again instead of blaming the program (``agents/runner.py``).
+
+Ctrl-C is the caller's to answer: the zygote and its workers ignore SIGINT (``zygote.py``); ``close``
+ends the whole tree (the zygote kills its workers when its control channel closes) and reaps it,
+also when the caller is interrupted while it waits.
 """
 
 from __future__ import annotations
@@ -38,6 +48,15 @@ START_TIMEOUT_S = 120.0
 FORK_TIMEOUT_S = 30.0
 MAX_RESTARTS = 5  # zygotes started in a row without a worker of theirs finishing: past this, the pool gives up
 LOST = "lost"  # exit_code's answer for a worker that died with its zygote
+# Deaths a program's own code can cause: the sandbox's verdicts (SIGSYS: seccomp; SIGXCPU: the CPU budget) and crashes.
+PROGRAM_SIGNALS = frozenset({signal.SIGSYS, signal.SIGXCPU, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE,
+                             signal.SIGILL, signal.SIGABRT, signal.SIGTRAP})  # fmt: skip
+SIGNAL_SOURCES = {
+    signal.SIGKILL: "the OOM killer or a `kill -9`",
+    signal.SIGINT: "Ctrl-C or `kill -INT`",
+    signal.SIGTERM: "a `kill` or a service manager stopping it",
+    signal.SIGHUP: "a closed terminal or a `kill -HUP`",
+}
 PASSED_ENVIRONMENT = ("PATH", "LD_LIBRARY_PATH", "PYTHONHOME", "PYTHONPATH", "STRATAGEM_SANDBOX_DISABLE")
 
 
@@ -47,6 +66,36 @@ class PoolError(RuntimeError):
 
 class SandboxUnavailable(PoolError):
     """This kernel lacks a layer of the sandbox, and weaker confinement was not allowed."""
+
+
+class WorkersKilled(PoolError):
+    """The sandbox's processes keep being killed from outside; the run stops rather than blame a program."""
+
+
+def describe_signal(signum: int) -> str:
+    """``signal 9, SIGKILL: the OOM killer or a `kill -9``` (the likely senders, where there are usual ones)."""
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"SIGRT{signum}" if signal.SIGRTMIN <= signum <= signal.SIGRTMAX else "unknown"
+    source = SIGNAL_SOURCES.get(signum)
+    return f"signal {signum}, {name}" + (f": {source}" if source else "")
+
+
+def describe_exit(code: int | None) -> str:
+    """A process's end as ``subprocess`` reports it (negative: the signal that killed it)."""
+    if code is None:
+        return "still running"
+    return f"killed by {describe_signal(-code)}" if code < 0 else f"exit status {code}"
+
+
+@dataclass(frozen=True)
+class Death:
+    """How a worker ended, from the zygote's report (``WorkerPool.death``)."""
+
+    code: int | str | None  # exit_code's answer: the exit code (negative: the signal), LOST, or None (no report)
+    cpu_s: float | None = None  # the CPU it used in all, user and system (None: not reported)
+    outside: str | None = None  # what killed it, where neither the pool nor the program's limits explain it
 
 
 def child_environment() -> dict[str, str]:
@@ -76,6 +125,7 @@ class Worker:
     reader: FrameReader
     pidfd: int | None
     generation: int  # the zygote it came from
+    killed: bool = False  # the pool killed it (``WorkerPool.kill``): its death is never "from outside"
 
     @property
     def host_pid(self) -> int | None:
@@ -125,18 +175,30 @@ class _Zygote:
         self.generation = generation
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.control = ours
+        self.process: subprocess.Popen[bytes] | None = None
         try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "stratagem.sandbox.zygote", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=child_environment(),
-            )  # fmt: skip
-        except OSError as exc:
+            # Started with SIGINT blocked (a child inherits the mask): it ignores SIGINT before unblocking it,
+            # so a Ctrl-C that comes while the interpreter starts is dropped, not a traceback (zygote.py).
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "stratagem.sandbox.zygote", str(theirs.fileno())],
+                    pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=child_environment(),
+                )  # fmt: skip
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            self.alive = True
+            self.control.sendall(init)
+        except BaseException as exc:  # an error, or an interrupt: no zygote of ours outlives this
+            if self.process is not None:
+                self.process.kill()
+                self.process.wait()
             ours.close()
-            raise PoolError(f"cannot start the sandbox's zygote: {exc}") from None
+            if isinstance(exc, OSError):
+                raise PoolError(f"cannot start the sandbox's zygote: {exc}") from None
+            raise
         finally:
             theirs.close()
-        self.alive = True
-        self.control.sendall(init)
 
     def receive(self, timeout_s: float) -> tuple[dict[str, Any], list[int]] | None:
         """The next control message and its descriptors; None when none came in time. Marks a dead zygote."""
@@ -166,14 +228,30 @@ class _Zygote:
             self.alive = False
             return False
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """End the tree and reap it: the zygote sees EOF, kills its workers and exits (the kernel reaps the
+        workers as their namespace ends). Killed after ``timeout_s``, or at once when the caller is
+        interrupted while it waits, so no process of it is left behind either way."""
         self.alive = False
-        self.control.close()  # the zygote sees EOF, kills its workers and exits
+        self.control.close()
+        assert self.process is not None
         try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+            self.process.wait(timeout=timeout_s)
+        except BaseException as exc:
+            self.process.kill()  # its own zygote child gets SIGKILL with it (PR_SET_PDEATHSIG)
             self.process.wait()
+            if not isinstance(exc, subprocess.TimeoutExpired):
+                raise
+
+    def ended(self) -> str:
+        """How the zygote ended, once it has (``killed by signal 9, SIGKILL: ...``); it is given a second.
+        The outer process exits with 128 + N when the zygote proper died by signal N (``zygote.py``)."""
+        assert self.process is not None
+        try:
+            code = self.process.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            return "it stopped answering"
+        return describe_exit(128 - code if code > 128 else code)
 
 
 class WorkerPool:
@@ -201,7 +279,12 @@ class WorkerPool:
         self._released: set[int] = set()
         self._next_id = 0
         self._starting: _Zygote | None = None
-        self._start(wait)
+        self.zygote_deaths: list[str] = []  # how each zygote that died under the pool ended
+        try:
+            self._start(wait)
+        except BaseException:  # an error or an interrupt while it starts: leave no process behind
+            self.close()
+            raise
 
     # --- the zygote's life ----------------------------------------------------------------------
     def _start(self, wait: bool = True) -> None:
@@ -212,10 +295,11 @@ class WorkerPool:
 
     def wait_ready(self) -> None:
         """Block until the zygote said ready; raises PoolError or SandboxUnavailable when it cannot start."""
-        zygote, self._starting = self._starting, None
+        zygote = self._starting
         if zygote is None:
             return
-        reply = zygote.receive(START_TIMEOUT_S)
+        reply = zygote.receive(START_TIMEOUT_S)  # interrupted here, it is still ``_starting``: ``close`` ends it
+        self._starting = None
         message = reply[0] if reply else {"t": "error", "message": f"no answer within {START_TIMEOUT_S:g} s"}
         if message.get("t") != "ready":
             zygote.stop()
@@ -232,12 +316,22 @@ class WorkerPool:
     def _restart(self) -> None:
         """The zygote died: every worker of it is gone. Start another, unless that keeps failing."""
         self._failed_starts += 1
-        if self._failed_starts > MAX_RESTARTS:
-            raise PoolError(f"the sandbox's zygote died {MAX_RESTARTS} times in a row; giving up")
         for worker in self._spares:
             self._drop(worker)
+        self._spares = []
         if self._zygote is not None:
+            self.zygote_deaths.append(self._zygote.ended())
             self._zygote.stop()
+            self._zygote = None
+        if self._failed_starts > MAX_RESTARTS:
+            last = self.zygote_deaths[-1] if self.zygote_deaths else "no report"
+            message = f"the sandbox's zygote died {MAX_RESTARTS} times in a row before any work was done ({last})"
+            if last.startswith("killed by"):
+                raise WorkersKilled(
+                    f"{message}; something outside kills the sandbox's processes (the OOM "
+                    f"killer: see `dmesg`; a `kill`; a signal to the whole process group); giving up"
+                )
+            raise PoolError(f"{message}; giving up")
         self._start()
 
     @property
@@ -258,6 +352,9 @@ class WorkerPool:
             if self._spares:
                 worker = self._spares.pop(0)
                 self._request_fork()
+                if worker.pidfd is not None and not worker.alive():  # killed while it waited: no job need lose to it
+                    self.release(worker)
+                    continue
                 return worker
             reply = self._zygote.receive(deadline - time.monotonic())
             if reply is not None:
@@ -266,6 +363,7 @@ class WorkerPool:
                 raise PoolError(f"the sandbox's zygote did not fork a worker within {FORK_TIMEOUT_S:g} s")
 
     def kill(self, worker: Worker) -> None:
+        worker.killed = True
         if worker.pidfd is not None:
             worker.signal(signal.SIGKILL)
         elif worker.generation == self._generation and self._zygote is not None and worker.pid not in self._exits:
@@ -274,17 +372,38 @@ class WorkerPool:
     def exit_code(self, worker: Worker, timeout_s: float = 5.0) -> int | str | None:
         """The worker's exit code (negative: killed by that signal); ``LOST`` when its zygote died with it;
         None when no report came within ``timeout_s``."""
+        return self.death(worker, timeout_s).code
+
+    def death(self, worker: Worker, timeout_s: float = 5.0) -> Death:
+        """How the worker ended (``exit_code``'s answer, its CPU), and whether that came from outside.
+
+        Outside means neither the pool nor the program explains it: not the pool's own kill, not a death
+        the sandbox's limits give (SIGSYS, SIGXCPU, SIGKILL once the CPU budget is spent), not a crash of
+        the program's own making (``PROGRAM_SIGNALS``), not an exit of its own; and a worker lost with its
+        zygote. A program could raise such a signal itself only through a sandbox escape.
+        """
         deadline = time.monotonic() + timeout_s
         while worker.pid not in self._exits or worker.generation != self._generation:
             zygote = self._zygote
             if worker.generation != self._generation or zygote is None or not zygote.alive:
-                return LOST
+                why = "the sandbox's zygote died"
+                if zygote is not None and zygote.generation == worker.generation and not worker.killed:
+                    why += f" ({zygote.ended()})"
+                return Death(LOST, outside=why)
             reply = zygote.receive(deadline - time.monotonic())
             if reply is not None:
                 self._handle(*reply)
             elif zygote.alive and time.monotonic() >= deadline:
-                return None
-        return self._exits[worker.pid]
+                return Death(None)
+        code, cpu = self._exits[worker.pid]
+        return Death(code, cpu, None if worker.killed else self._outside(code, cpu))
+
+    def _outside(self, code: int, cpu: float | None) -> str | None:
+        if code >= 0 or -code in PROGRAM_SIGNALS:
+            return None
+        if -code == signal.SIGKILL and "rlimits" in self.applied and cpu is not None and cpu >= self.policy.cpu_s:
+            return None  # RLIMIT_CPU's hard limit (the program blocked SIGXCPU): its budget, spent
+        return f"killed by {describe_signal(-code)}"
 
     def succeeded(self) -> None:
         """A worker of this zygote did its work: the zygote is healthy, so its restarts start counting afresh."""
@@ -298,17 +417,22 @@ class WorkerPool:
             self._released.add(worker.pid)  # its exit report, still to come, is of no use
 
     def close(self) -> None:
-        if self._starting is not None:
-            self._starting.stop()
-            self._starting = None
-        for worker in self._spares:
-            self._drop(worker)
-        for sock in self._forking.values():
-            sock.close()
-        self._spares, self._forking = [], {}
-        if self._zygote is not None:
-            self._zygote.stop()
-            self._zygote = None
+        """End every process of the pool and reap it (within a few seconds, even when interrupted)."""
+        starting, zygote = self._starting, self._zygote
+        self._starting = self._zygote = None
+        try:
+            for worker in self._spares:
+                self._drop(worker)
+            for sock in self._forking.values():
+                sock.close()
+            self._spares, self._forking = [], {}
+        finally:
+            try:
+                if starting is not None:
+                    starting.stop()
+            finally:
+                if zygote is not None:
+                    zygote.stop()
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -343,7 +467,8 @@ class WorkerPool:
             if message["pid"] in self._released:
                 self._released.discard(message["pid"])
             else:
-                self._exits[message["pid"]] = message["code"]
+                cpu = message.get("cpu")
+                self._exits[message["pid"]] = (message["code"], float(cpu) if isinstance(cpu, (int, float)) else None)
 
     @staticmethod
     def _drop(worker: Worker) -> None:

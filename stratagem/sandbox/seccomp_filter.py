@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 from typing import Any
 
 # Both kinds.
@@ -82,12 +83,19 @@ def build(cell: bool) -> Any:
     return rules
 
 
+# What a worker may send itself: abort()'s signal, a probe (0) and a stop (a hang: the parent's clock ends it).
+# Never SIGKILL or SIGTERM: a worker dead by such a signal was killed from outside, and the pool replays its work.
+SELF_SIGNALS = (0, signal.SIGABRT, signal.SIGSTOP)
+
+
 def load(rules: Any, pid: int) -> None:
-    """Add the rules that name this process (signals to itself only: ``abort()``) and load the filter."""
+    """Add the rules that name this process (signals to itself only, ``SELF_SIGNALS``) and load the filter."""
     import pyseccomp as seccomp
 
-    for name in ("kill", "tgkill", "tkill"):
-        _add(rules, seccomp.ALLOW, name, seccomp.Arg(0, seccomp.EQ, pid))
+    for name, signal_arg in (("kill", 1), ("tkill", 1), ("tgkill", 2)):
+        for signum in SELF_SIGNALS:
+            only_self = (seccomp.Arg(0, seccomp.EQ, pid), seccomp.Arg(signal_arg, seccomp.EQ, signum))
+            _add(rules, seccomp.ALLOW, name, *only_self)
     rules.load()
 
 

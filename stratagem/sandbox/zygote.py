@@ -16,6 +16,12 @@ Two processes, because a new pid namespace applies to children only:
 
 Nothing here runs untrusted code; a worker that fails to confine itself says so and exits with
 ``SETUP_FAILED_EXIT`` before it reads its job.
+
+Ctrl-C reaches every process of the terminal's foreground group, this tree included. The caller
+decides what an interrupt means (it stops its work, then closes the pool), so these processes ignore
+SIGINT: the pool starts this one with SIGINT blocked, and ``main`` sets it to ignored before
+unblocking it, so no interrupt can land in between. Workers inherit the disposition, and the seccomp
+filter forbids changing it. Whatever ends them otherwise, the pool reads from their exit status.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ CONTROL_BYTES = 1 << 16
 
 
 def main(control_fd: int) -> None:
+    ignore_interrupts()
     control = socket.socket(fileno=control_fd)
     die_with_parent()
     try:
@@ -82,7 +89,14 @@ def main(control_fd: int) -> None:
     _, status = os.waitpid(pid, 0)
     if box.scratch and box.scratch != "/":
         shutil.rmtree(box.scratch, ignore_errors=True)
-    sys.exit(min(255, abs(os.waitstatus_to_exitcode(status))))
+    code = os.waitstatus_to_exitcode(status)
+    sys.exit(128 - code if code < 0 else min(127, code))  # a shell's convention: 128 + N for death by signal N
+
+
+def ignore_interrupts() -> None:
+    """SIGINT ignored, then unblocked (a pending one is dropped): the caller, not this tree, answers Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _zygote(control: socket.socket, box: Sandbox, payload: Any, state: Any) -> None:
@@ -173,12 +187,15 @@ def _forked(control: socket.socket, request: int, pid: int) -> None:
 
 
 def _reap(control: socket.socket, children: set[int]) -> None:
+    """Report each exited worker: its exit code, and the CPU it used in all (the kernel's CPU limit kills with
+    SIGKILL when SIGXCPU is blocked, so the caller needs the figure to tell that death from a ``kill -9``)."""
     while children:
-        pid, status = os.waitpid(-1, os.WNOHANG)
+        pid, status, usage = os.wait4(-1, os.WNOHANG)
         if pid == 0:
             return
         children.discard(pid)
-        _say(control, {"t": "exit", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
+        cpu = round(usage.ru_utime + usage.ru_stime, 3)
+        _say(control, {"t": "exit", "pid": pid, "code": os.waitstatus_to_exitcode(status), "cpu": cpu})
 
 
 def _say(control: socket.socket, message: dict[str, Any]) -> None:
