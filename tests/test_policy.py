@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from stratagem.agents.policy import (
+    PromptTruncatedWarning,
     SamplingParams,
     encode_prompts,
     filter_logits,
@@ -145,7 +146,8 @@ def test_sampling_repeats_with_the_generator_and_respects_top_k(model, tokenizer
 
 
 def test_prompts_keep_their_last_tokens_when_cut(tokenizer):
-    ids, mask = encode_prompts(tokenizer, ["a b c d e f g h", "a"], max_length=3)
+    with pytest.warns(PromptTruncatedWarning, match="more than max_prompt_length 3"):
+        ids, mask = encode_prompts(tokenizer, ["a b c d e f g h", "a"], max_length=3)
     assert ids.shape[1] <= 3
     assert tokenizer.decode(ids[0][mask[0].bool()]).endswith("h")
 

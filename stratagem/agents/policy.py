@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,30 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 class ModelLoadError(ValueError):
     """The model or tokenizer named by the user cannot be loaded; the message says why."""
+
+
+class PromptTruncatedWarning(UserWarning):
+    """A prompt is longer than the room it is given: its first tokens are cut (the message names both lengths)."""
+
+
+@contextmanager
+def _no_transformers_bars() -> Iterator[None]:
+    """transformers' own progress bars ("Loading weights", "Loading checkpoint shards") off, and only those.
+
+    ``transformers.utils.logging.disable_progress_bar`` would also turn off (and re-enabling would reset)
+    huggingface_hub's download bars, which are worth seeing; so the one switch that guards transformers'
+    ``tqdm`` is set and restored here.
+    """
+    from transformers.utils import logging as hf_logging
+
+    before = getattr(hf_logging, "_tqdm_active", None)
+    if before is not None:
+        hf_logging._tqdm_active = False
+    try:
+        yield
+    finally:
+        if before is not None:
+            hf_logging._tqdm_active = before
 
 
 def load_model(name_or_path: str | Path, dtype: str = "float32", device: str = "cpu",
@@ -44,8 +70,9 @@ def load_model(name_or_path: str | Path, dtype: str = "float32", device: str = "
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local.exists())
-        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local.exists(), **kwargs)
+        with _no_transformers_bars():
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local.exists())
+            model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local.exists(), **kwargs)
     except (OSError, ValueError) as exc:
         where = "the local directory" if local.exists() else "a local directory or a reachable hub id"
         raise ModelLoadError(f"cannot load model {name_or_path!r} ({where}): {exc}") from None
@@ -69,15 +96,70 @@ def add_lora(model: Any, r: int, alpha: int, dropout: float, target_modules: lis
         raise ModelLoadError(f"lora_target_modules {target_modules}: {exc}") from None
 
 
-def encode_prompts(tokenizer: Any, prompts: list[str], max_length: int | None = None) -> tuple[Tensor, Tensor]:
-    """Left-padded prompt ids and mask; a chat model's own template wraps each prompt as a user turn."""
+def enable_checkpointing(model: Any) -> None:
+    """Activation (gradient) checkpointing, peft-wrapped or not, with input grads so a frozen base passes them on.
+
+    Newer transformers name it ``activation_checkpointing_enable`` (``gradient_checkpointing_enable`` warns
+    that it goes in v6); older ones have only the second name.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    enable = getattr(base, "activation_checkpointing_enable", None) or base.gradient_checkpointing_enable
+    enable()
+    base.enable_input_require_grads()
+
+
+def context_length(model: Any) -> int | None:
+    """The most positions the model takes (``max_position_embeddings``), peft-wrapped or not; None if unknown."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
+    length = getattr(config, "max_position_embeddings", None)
+    return int(length) if isinstance(length, int) and length > 0 else None
+
+
+def prompt_room(max_length: int | None, context: int | None, max_new_tokens: int = 0) -> int | None:
+    """How many prompt tokens fit: ``max_length`` (the user's ``max_prompt_length``) and, where the model's
+    ``context`` is known, what it leaves beside the completion's ``max_new_tokens``; None: no bound."""
+    bounds = [max_length] if max_length is not None else []
+    if context is not None:
+        bounds.append(max(1, context - max_new_tokens))
+    return min(bounds) if bounds else None
+
+
+def _truncation_message(lengths: list[int], room: int, max_length: int | None, context: int | None,
+                        max_new_tokens: int) -> str:  # fmt: skip
+    longest = max(lengths)
+    over = sum(n > room for n in lengths)
+    subject = "the prompt is" if len(set(lengths)) == 1 else f"{over} of {len(lengths)} prompts are cut; the longest is"
+    if room == max_length:
+        bound = f"max_prompt_length {max_length}"
+        fits = context is None or longest + max_new_tokens <= context
+        advice = f"raise max_prompt_length to {longest}" if fits else "raise max_prompt_length"
+        advice += f" (the model's context is {context})" if context is not None else ""
+    else:
+        bound = f"the {room} tokens the model's context {context} leaves beside max_completion_length {max_new_tokens}"
+        advice = "lower max_completion_length or use a model with a longer context"
+    return (f"{subject} {longest} tokens, more than {bound}: its first {longest - room} tokens are cut, so the "
+            f"model does not see the whole task; {advice}")  # fmt: skip
+
+
+def encode_prompts(tokenizer: Any, prompts: list[str], max_length: int | None = None, *, context: int | None = None,
+                   max_new_tokens: int = 0) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """Left-padded prompt ids and mask; a chat model's own template wraps each prompt as a user turn.
+
+    A prompt longer than ``prompt_room(max_length, context, max_new_tokens)`` (``context``: the model's,
+    see ``context_length``) keeps its last tokens, and one ``PromptTruncatedWarning`` per call says so,
+    naming the prompt's length and the bound.
+    """
     chat = bool(getattr(tokenizer, "chat_template", None))
     if chat:  # the template already holds the special tokens
         prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
                                                  add_generation_prompt=True) for p in prompts]  # fmt: skip
     rows = [tokenizer(p, add_special_tokens=not chat)["input_ids"] for p in prompts]
-    if max_length is not None:
-        rows = [row[-max_length:] for row in rows]
+    room = prompt_room(max_length, context, max_new_tokens)
+    if room is not None and max(map(len, rows)) > room:
+        message = _truncation_message([len(row) for row in rows], room, max_length, context, max_new_tokens)
+        warnings.warn(message, PromptTruncatedWarning, stacklevel=2)
+        rows = [row[-room:] for row in rows]
     width = max(len(row) for row in rows)
     ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -143,6 +225,12 @@ def _backtick_tokens(tokenizer: Any) -> Tensor:
     return cached
 
 
+def cache_field(output: Any) -> str:
+    """The name of the KV cache in a model's output and forward: ``cache`` in newer transformers (which warn,
+    with a FutureWarning, that ``past_key_values`` goes in 5.40), ``past_key_values`` in older ones (4.56...)."""
+    return "cache" if "cache" in getattr(type(output), "__dataclass_fields__", {}) else "past_key_values"
+
+
 @torch.no_grad()
 def sample(model: Any, tokenizer: Any, prompt_ids: Tensor, prompt_mask: Tensor, params: SamplingParams,
            generator: torch.Generator | None = None) -> Completions:  # fmt: skip
@@ -157,6 +245,7 @@ def sample(model: Any, tokenizer: Any, prompt_ids: Tensor, prompt_mask: Tensor, 
     backticks = _backtick_tokens(tokenizer).to(device) if params.stop_at_program_end else None
     position = (mask.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=ids, attention_mask=mask, position_ids=position, use_cache=True, logits_to_keep=1)
+    cache = cache_field(out)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     lengths = torch.full((batch,), params.max_new_tokens, dtype=torch.long, device=device)
     tokens: list[Tensor] = []
@@ -176,8 +265,8 @@ def sample(model: Any, tokenizer: Any, prompt_ids: Tensor, prompt_mask: Tensor, 
             break
         mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=device)], dim=-1)
         position = position[:, -1:] + 1
-        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position,
-                    past_key_values=out.past_key_values, use_cache=True)  # fmt: skip
+        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position, use_cache=True,
+                    **{cache: getattr(out, cache)})  # fmt: skip
     completion = torch.stack(tokens, dim=1) if tokens else torch.empty((batch, 0), dtype=torch.long, device=device)
     completion_mask = (torch.arange(completion.shape[1], device=device)[None, :] < lengths[:, None]).long()
     texts = [

@@ -4,10 +4,13 @@ On CUDA (fp16/bf16, head dim 64 or 128) it runs our Triton flash attention, forw
 backward (``flash.py``); anywhere else it runs the torch reference (``reference.py``), so
 the library works everywhere. ``backend="triton"`` forces the kernels (with
 ``TRITON_INTERPRET=1`` they run on CPU tensors, which is how the tests check them);
-``backend="reference"`` forces the reference.
+``backend="reference"`` forces the reference. Triton is optional: without it ``auto`` runs the
+reference everywhere and says so once per process (a ``TritonMissingWarning``).
 """
 
 from stratagem.kernels.attention import BACKENDS, attention, triton_supported
+from stratagem.kernels.backend import TritonMissingWarning, triton_available
 from stratagem.kernels.reference import attention_reference
 
-__all__ = ["BACKENDS", "attention", "attention_reference", "triton_supported"]
+__all__ = ["BACKENDS", "TritonMissingWarning", "attention", "attention_reference", "triton_available",
+           "triton_supported"]  # fmt: skip

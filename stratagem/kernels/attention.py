@@ -1,6 +1,7 @@
 """The public entry point: validate, then run the Triton kernels (``flash.py``) or the reference.
 
-Triton is imported only when the kernels run, so the package works where Triton is absent.
+Triton is imported only when the kernels run, so the package works where Triton is absent: there
+``backend="auto"`` runs the reference and says so once per process (``backend.notice_fallback``).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from stratagem.kernels.backend import interpreting, notice_fallback, require_triton, triton_available
 from stratagem.kernels.reference import attention_reference
 
 BACKENDS = ("auto", "triton", "reference")
@@ -39,8 +41,8 @@ def _check(q: Tensor, k: Tensor, v: Tensor, sinks: Tensor | None, window: int | 
 
 def triton_supported(q: Tensor, k: Tensor) -> bool:
     """Whether the Triton kernels take these inputs on this machine (else ``auto`` uses the reference)."""
-    from stratagem.kernels.flash import interpreting
-
+    if not triton_available():
+        return False
     same_length = q.shape[2] == k.shape[2]
     if interpreting():
         return same_length and q.shape[-1] in (16, 32, 64, 128)
@@ -59,6 +61,10 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, sinks: Tensor | None = None, w
     Autograd gives dq, dk, dv and dsinks. Returns [B, Hq, N, D].
     """
     _check(q, k, v, sinks, window, causal, padding_start, scale, backend)
+    if backend == "triton":
+        require_triton()
+    elif backend == "auto" and not triton_available():
+        notice_fallback(stacklevel=3)  # once per process, at the caller of attention()
     use_triton = backend == "triton" or (backend == "auto" and triton_supported(q, k))
     if use_triton:
         if not triton_supported(q, k):

@@ -22,16 +22,10 @@ repeated in memory. This module is the device code; ``flash_ops.py`` launches it
 
 from __future__ import annotations
 
-import os
-
 import triton
 import triton.language as tl
 
 LOG2E = 1.4426950408889634
-
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 @triton.jit

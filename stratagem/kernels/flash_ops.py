@@ -10,14 +10,8 @@ import torch
 import triton
 from torch import Tensor
 
-from stratagem.kernels.flash import (
-    LOG2E,
-    _bwd_dkdv_kernel,
-    _bwd_dq_kernel,
-    _delta_kernel,
-    _fwd_kernel,
-    interpreting,
-)
+from stratagem.kernels.backend import interpreting
+from stratagem.kernels.flash import LOG2E, _bwd_dkdv_kernel, _bwd_dq_kernel, _delta_kernel, _fwd_kernel
 
 
 def _alloc(shape: tuple[int, ...] | torch.Size, like: Tensor, dtype: torch.dtype | None = None) -> Tensor:

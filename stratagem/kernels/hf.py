@@ -10,7 +10,8 @@ again: left padding, and right padding after the last token, which no real query
 mask with holes is refused with a message rather than silently mis-attended.
 
 Prefill and training (query length == key length) run the Triton kernels on CUDA; decoding
-steps (one query against the cache) run the torch reference, which handles the offset.
+steps (one query against the cache) run the torch reference, which handles the offset. Where
+Triton is not installed, everything runs the reference, after one ``TritonMissingWarning``.
 """
 
 from __future__ import annotations

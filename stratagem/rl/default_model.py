@@ -103,6 +103,19 @@ def _train_tokenizer(prompt: str, programs: list[str], vocab_size: int) -> Any:
     return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOS, pad_token=PAD, padding_side="left")
 
 
+def _training_texts(settings: DefaultModelSettings) -> tuple[str, list[str]]:
+    """The task prompt the model is primed on, and its completions (programs in fenced blocks)."""
+    programs = [completion_text(p) for p in generate_programs(settings.programs, settings.seed)]
+    return task_prompt(resolve("2048")), programs
+
+
+def default_tokenizer(settings: DefaultModelSettings | None = None) -> Any:
+    """The default model's tokenizer alone, trained as the build trains it (seconds, no model): to measure prompts."""
+    settings = settings or DefaultModelSettings()
+    prompt, programs = _training_texts(settings)
+    return _train_tokenizer(prompt, programs, settings.vocab_size)
+
+
 def build_default_model(path: Path, settings: DefaultModelSettings) -> Path:
     """Generate the corpus, train the tokenizer, SFT the model, and move the result into ``path``."""
     with torch.random.fork_rng():  # the caller's random streams are left as they were
@@ -113,8 +126,7 @@ def _build(path: Path, settings: DefaultModelSettings) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(settings.seed)
-    prompt = task_prompt(resolve("2048"))
-    programs = [completion_text(p) for p in generate_programs(settings.programs, settings.seed)]
+    prompt, programs = _training_texts(settings)
     tokenizer = _train_tokenizer(prompt, programs, settings.vocab_size)
     prompt_ids = tokenizer(prompt)["input_ids"]
     examples = [tokenizer(p)["input_ids"] + [tokenizer.eos_token_id] for p in programs]
