@@ -25,7 +25,8 @@ def metrics_row(step: int, kl: bool = True) -> dict:
     """A metrics.jsonl line with the keys and magnitudes the trainer logs on 2048."""
     rng = random.Random(step)
     row = {"step": step, "reward": 0.5 + 0.02 * step, "reward_std": 1.1, "reward_max": 1.3, "frac_reward_zero_std": 0.0,
-           "win_rate": 0.0, "score": 1800.0 + rng.uniform(-100, 100), "valid_programs": 0.95,
+           "win_rate": 0.0, "score": 1800.0 + rng.uniform(-100, 100), "frac_programs_built": 0.95,
+           "frac_played_clean": 0.9, "draw_rate": 0.0, "loss_rate": 1.0,
            "completion_length": 30.0 + rng.uniform(-2, 2), "truncated": 0.0, "loss": -0.07, "grad_norm": 0.04,
            "learning_rate": 1e-3, "time/sample_s": 10.1, "time/reward_s": 7.0, "time/update_s": 15.0}  # fmt: skip
     row.update({f"rewards/{name}": rng.uniform(-1, 1) for name in RUBRIC})
@@ -60,9 +61,11 @@ def test_every_logged_metric_gets_a_panel_with_its_curve(tmp_path):
     assert out == run / "curves.png"
     rows = read_metrics(run / "metrics.jsonl")
     chosen = panels(rows)
-    assert [p.title for p in chosen] == ["reward (mean ± std)", "win rate", "score", "KL to the reference",
-                                         "completion length (tokens)", "reward functions (mean)",
-                                         "valid programs"]  # fmt: skip
+    assert [p.title for p in chosen] == ["reward (mean ± std)", "episodes won, drawn, lost", "score",
+                                         "KL to the reference", "completion length (tokens)",
+                                         "reward functions (mean)", "programs built, played clean"]  # fmt: skip
+    assert [key for key, _ in chosen[1].lines] == ["win_rate", "draw_rate", "loss_rate"]
+    assert [key for key, _ in chosen[6].lines] == ["frac_programs_built", "frac_played_clean"]
     assert chosen[0].band == "reward_std"
     assert [label for _, label in chosen[5].lines] == sorted(RUBRIC)
     assert png_size(out) == figure_size(7) == (1200, 800)
@@ -85,7 +88,7 @@ def test_one_step_of_an_env_without_wins_or_kl(tmp_path):
     run = write_metrics(tmp_path / "run", [row])
     chosen = panels(read_metrics(run / "metrics.jsonl"))
     assert [p.title for p in chosen] == ["reward", "score", "completion length (tokens)", "reward functions (mean)",
-                                         "valid programs"]  # fmt: skip
+                                         "programs built, played clean"]  # fmt: skip
     assert chosen[0].band is None and [key for key, _ in chosen[0].lines] == ["reward", "reward_max"]
     assert png_size(plot_run(run, tmp_path / "elsewhere.png")) == figure_size(5) == (1200, 550)
     assert not (run / "curves.png").exists()
@@ -206,3 +209,13 @@ def test_best_episode_gif_holds_the_last_moves(tmp_path):
     with Image.open(gif) as image:
         assert image.format == "GIF" and image.n_frames == 12 and image.size[0] == 240
     assert sorted(p.name for p in run.path.iterdir()) == [BEST_EPISODE_GIF, "replays"]  # no staging left
+
+
+def test_a_run_logged_before_the_rename_still_draws_its_programs_panel(tmp_path):
+    """``valid_programs`` (programs that passed the checks and built) is ``frac_programs_built`` now."""
+    old = [{k: v for k, v in metrics_row(step).items() if k not in ("frac_programs_built", "frac_played_clean",
+                                                                   "draw_rate", "loss_rate")} | {"valid_programs": 0.9}
+           for step in (1, 2)]  # fmt: skip
+    chosen = panels(read_metrics(write_metrics(tmp_path / "run", old) / "metrics.jsonl"))
+    assert chosen[-1].title == "programs built" and chosen[-1].lines == (("valid_programs", "built"),)
+    assert [key for key, _ in chosen[1].lines] == ["win_rate"]

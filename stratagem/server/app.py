@@ -11,8 +11,10 @@ Task API."""
 
 from __future__ import annotations
 
+import errno
 import inspect
 import os
+import socket
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -308,6 +310,45 @@ def server_config(
     )
 
 
+class ServeError(ValueError):
+    """The server could not listen where it was asked to (port in use, no permission, not this machine's
+    address); the message says which and what to pass instead. Nothing was served."""
+
+
+def listen_socket(host: str = "127.0.0.1", port: int = 8000, backlog: int = 2048) -> socket.socket:
+    """A TCP socket bound to ``host:port`` and listening, as uvicorn would bind it (SO_REUSEADDR; IPv6
+    when ``host`` has a colon); ``port`` 0 takes a free one. Raises ``ServeError`` saying what was wrong."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)  # listening, not only bound: a second SO_REUSEADDR socket cannot take the port now
+    except OSError as exc:
+        sock.close()
+        raise ServeError(_bind_failure(exc, host, port)) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _bind_failure(exc: OSError, host: str, port: int) -> str:
+    hosts = "pass --host 127.0.0.1 (this machine only) or --host 0.0.0.0 (every interface)"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot listen on {host!r}: the name does not resolve ({exc.strerror}); {hosts}"
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} is in use; pass --port with a free one (or stop what listens on {host}:{port})"
+    if exc.errno == errno.EACCES:
+        if 0 < port < 1024:
+            return (
+                f"no permission to listen on port {port}: ports below 1024 need root or CAP_NET_BIND_SERVICE; "
+                "pass --port with a port of 1024 or above (the default is 8000)"
+            )
+        return f"no permission to listen on {host}:{port} ({exc.strerror}); pass --port with another port"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {host}: it is not an address of this machine; {hosts}"
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+
+
 def serve(
     spec: EnvSpec | str,
     host: str = "127.0.0.1",
@@ -316,7 +357,15 @@ def serve(
     limits: Limits | None = None,
     log_level: str = "warning",
 ) -> None:
-    """Run the server in the foreground with uvicorn (uvloop and httptools when installed)."""
+    """Run the server in the foreground with uvicorn (uvloop and httptools when installed).
+
+    The socket is bound before anything is announced: when the port cannot be had this raises
+    ``ServeError`` (its message says why and what to pass) and prints nothing. The line
+    "serving ... on http://HOST:PORT" goes to stderr once uvicorn is accepting connections on it.
+    Ctrl-C (SIGINT) and SIGTERM stop the server gracefully (open sessions closed) by uvicorn's own
+    handling; then SIGINT raises ``KeyboardInterrupt`` from here, and SIGTERM is raised again with the
+    handler that was in place before (the default one ends the process quietly, status 143).
+    """
     import sys
 
     import uvicorn
@@ -324,13 +373,24 @@ def serve(
 
     app = create_app(spec, params, limits or Limits())
     name = app.state.manager.spec.name
-    print(f"serving {name!r} on http://{host}:{port} (WebSocket: ws://{host}:{port}/ws); Ctrl-C stops", file=sys.stderr)
-    server = uvicorn.Server(server_config(app, host, port, log_level))
+    config = server_config(app, host, port, log_level)
+    sock = listen_socket(host, port, config.backlog)
+    where = f"[{host}]" if ":" in host else host
+    bound = sock.getsockname()[1]
+    line = f"serving {name!r} on http://{where}:{bound} (WebSocket: ws://{where}:{bound}/ws); Ctrl-C stops"
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started and not self.should_exit:
+                print(line, file=sys.stderr, flush=True)
+
+    server = Server(config)
     try:
-        server.run()
-    except KeyboardInterrupt:
-        pass
-    if not server.started:  # as uvicorn.run: it logged why
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    if not server.started:  # as uvicorn.run: it logged why (the app's startup failed)
         sys.exit(STARTUP_FAILURE)
 
 

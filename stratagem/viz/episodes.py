@@ -58,13 +58,15 @@ class Episode:
         return self.header.get("seed")
 
     def step(self, i: int) -> dict[str, Any]:
-        """Step ``first + i`` with the running total, the action's name, the screen and the episode's end."""
+        """Step ``first + i`` with the running total, the action's name, the screen, the episode's result (on every
+        step) and, on its last step, its end."""
         n = self.first + i
         steps = self.recording.steps
         step = dict(steps[n])
         step["total"] = self.totals[n]
         step["last"] = len(steps) - 1
         step["action_label"] = _action_label(self.kind, step.get("action"), steps[n - 1] if n else None)
+        step["result"] = self.recording.end  # the episode's result (None if cut off): every panel's label shows it
         if n == len(steps) - 1:
             step["end"] = self.recording.end if self.recording.end is not None else {"cut": True}
         if self.screens is not None:

@@ -9,6 +9,7 @@ episode never sits in memory), ``.png`` (key frames of each episode on one sheet
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,13 +47,18 @@ def export(recordings: list[Path], out: Path, *, fps: int = 10, size: int | None
     items = load_items([Path(p) for p in recordings], side_by_side=side_by_side, start=start_step, end=end_step)
     start(headless=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if kind == ".png":
-        _write_sheet(items, out, size, objects, progress)
-    else:
-        frames = _frames(items, size, objects)
-        total = sum(_length(item) for item in items)
-        with _progress(total, out, progress) as bar:
-            (_write_gif if kind == ".gif" else _write_mp4)(frames, out, fps, bar)
+    staging = out.with_name(f".{out.stem}.partial{kind}")  # an export cut short (Ctrl-C, a crash) leaves no half file
+    try:
+        if kind == ".png":
+            _write_sheet(items, staging, size, objects, progress)
+        else:
+            frames = _frames(items, size, objects)
+            total = sum(_length(item) for item in items)
+            with _progress(total, out, progress) as bar:
+                (_write_gif if kind == ".gif" else _write_mp4)(frames, staging, fps, bar)
+        os.replace(staging, out)
+    finally:
+        staging.unlink(missing_ok=True)
     for episode in dict.fromkeys(e for item in items for e in item):
         if episode.note:
             warnings.warn(f"{episode.path}: {episode.note}", ReplayWarning, stacklevel=2)
@@ -172,6 +178,6 @@ def key_frames(length: int, count: int) -> list[int]:
 
 
 def _progress(total: int, out: Path, shown: bool) -> Any:
-    from tqdm import tqdm
+    from stratagem.viz.progress import terminal_bar
 
-    return tqdm(total=total, desc=f"export {out.name}", unit="frame", disable=not shown, dynamic_ncols=True)
+    return terminal_bar(total, f"export {out.name}", "frame", shown)

@@ -46,12 +46,21 @@ class Panel:
 # The fixed panels, in reading order; the per-reward-function panel is built from the keys a run logged.
 FIXED = (
     Panel("reward (mean ± std)", (("reward", "mean"), ("reward_max", "max")), band="reward_std"),
-    Panel("win rate", (("win_rate", "win rate"),), fraction=True),
+    Panel(
+        "episodes won, drawn, lost", (("win_rate", "won"), ("draw_rate", "drawn"), ("loss_rate", "lost")), fraction=True
+    ),
     Panel("score", (("score", "mean score"),)),
     Panel("KL to the reference", (("kl", "kl"),)),
     Panel("completion length (tokens)", (("completion_length", "mean"),)),
 )
-TRAILING = (Panel("valid programs", (("valid_programs", "fraction"),), fraction=True),)
+TRAILING = (
+    Panel(
+        "programs built, played clean",
+        (("frac_programs_built", "built"), ("frac_played_clean", "played clean")),
+        fraction=True,
+    ),
+    Panel("programs built", (("valid_programs", "built"),), fraction=True),  # runs logged before it was renamed
+)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
