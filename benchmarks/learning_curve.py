@@ -41,12 +41,13 @@ def curve_table(run: Path, width: int) -> str:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     first, last = rows[:width], rows[-width:]
     lines = [f"run {run}: {len(rows)} steps; windows of {width} steps (mean ± spread between steps)",
-             f"{'':>12} | {'reward':>16} | {'2048 score':>16} | {'valid':>6} | {'win rate':>8}",
+             f"{'':>12} | {'reward':>16} | {'2048 score':>16} | {'built':>6} | {'win rate':>8}",
              "-" * 70]  # fmt: skip
+    built = "frac_programs_built" if "frac_programs_built" in rows[0] else "valid_programs"  # its name before
     for name, part in (("first steps", first), ("last steps", last)):
         (r, rs), (s, ss) = window(part, "reward"), window(part, "score")
         lines.append(f"{name:>12} | {r:+8.3f} ± {rs:5.3f} | {s:8.0f} ± {ss:5.0f} | "
-                     f"{window(part, 'valid_programs')[0]:6.2f} | {window(part, 'win_rate')[0]:8.3f}")  # fmt: skip
+                     f"{window(part, built)[0]:6.2f} | {window(part, 'win_rate')[0]:8.3f}")  # fmt: skip
     (r0, _), (r1, _) = window(first, "reward"), window(last, "reward")
     (s0, _), (s1, _) = window(first, "score"), window(last, "score")
     lines.append(f"{'gain':>12} | {r1 - r0:+8.3f}         | {s1 / max(s0, 1e-9):7.2f}x         |")
@@ -64,7 +65,7 @@ def evaluate_policies(run: Path, samples: int, episodes: int) -> str:
     seeds = list(range(HELD_OUT_SEEDS, HELD_OUT_SEEDS + episodes))
     rubric = config.rubric()
     lines = [f"{samples} programs per policy, each on held-out seeds {seeds[0]}..{seeds[-1]}",
-             f"{'policy':>10} | {'reward':>16} | {'2048 score':>16} | {'valid':>6} | {'win rate':>8} | {'sec':>5}",
+             f"{'policy':>10} | {'reward':>16} | {'2048 score':>16} | {'built':>6} | {'win rate':>8} | {'sec':>5}",
              "-" * 78]  # fmt: skip
     means = {}
     with Runner(spec, config.env_params, workers=config.workers) as runner:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from stratagem.cli_args import (
+    Parser,
     add_limit_flags,
     add_param_flag,
     json_action,
@@ -18,10 +21,10 @@ from stratagem.cli_args import (
 )
 
 
-def build_parser(train_fields: bool = True) -> argparse.ArgumentParser:
+def build_parser(train_fields: bool = True) -> Parser:
     """The whole CLI; ``train_fields=False`` leaves out train's generated flags, whose config imports torch
     (seconds), for the commands that never need them."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="stratagem",
         description="LLMs learn, by RL, to write programs that "
         "play games well. Environments speak OpenEnv's wire protocol.",
@@ -32,6 +35,7 @@ def build_parser(train_fields: bool = True) -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"stratagem {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.commands = sub.choices  # for "unknown flag" messages from the right sub-command
 
     sub.add_parser("envs", help="list the registered environments")
 
@@ -131,19 +135,30 @@ def _add_train_parser(sub: Any, with_fields: bool) -> None:
     """One flag per GRPOConfig field, generated, so the CLI can never fall behind the config."""
     train = sub.add_parser("train", help="train a policy with GRPO to write better strategy programs",
                            description="With no flags: the embedded default run (the built-in model, 2048, CPU, "
-                           "a few minutes). Flags override the config field of the same name.")  # fmt: skip
+                           "a few minutes). Flags override the config field of the same name. The defaults shown "
+                           "are the embedded run's; with --config, a field the file leaves out takes GRPOConfig's "
+                           "default (TRL's), shown after 'with --config' where it differs.")  # fmt: skip
     train.add_argument("--config", metavar="YAML", help="a config file (fields not in it take GRPOConfig defaults)")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    train.add_argument("--resume", metavar="RUN_DIR",
+                       help="continue a run: from its last checkpoint, or from step 0 with its saved config when it "
+                       "has none; flags given with it override the saved config")  # fmt: skip
+    add_param_flag(train)
     if not with_fields:
         return
-    from stratagem.rl.config import FLAG_ALIASES, GRPOConfig
+    from stratagem.rl.config import DEFAULT_RUN, FLAG_ALIASES, GRPOConfig
 
     aliases = {field: f"--{short}" for short, field in FLAG_ALIASES.items()}
     fields = train.add_argument_group("config fields")
     for name, field in GRPOConfig.model_fields.items():
+        if name == "env_params":  # -p KEY=VALUE, as play and serve take them
+            continue
         flags = [f"--{name.replace('_', '-')}", *([aliases[name]] if name in aliases else [])]
         default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
-        help_text = f"{field.description or ''} (default {default!r})".strip()
+        shown = f"default {DEFAULT_RUN.get(name, default)!r}"
+        if name in DEFAULT_RUN and DEFAULT_RUN[name] != default:
+            shown += f"; {default!r} with --config"
+        described = field.description or ""
+        help_text = described if "(default" in described and name not in DEFAULT_RUN else f"{described} ({shown})"
         if field.annotation is bool:
             fields.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                 help=help_text)  # fmt: skip
@@ -162,20 +177,34 @@ def cmd_train(args: argparse.Namespace) -> int:
                  for name, value in vars(args).items() if name in GRPOConfig.model_fields}  # fmt: skip
     if args.resume:
         if args.config:
-            raise ValueError("--resume uses the run's own config.yaml; drop --config")
-        config, run_dir = resume_config(args.resume, overrides), Path(args.resume)
+            raise ValueError("--resume uses the run's own config.yaml (flags given with it override it); drop --config")
+        config, run_dir = resume_config(args.resume, overrides, dict(args.param)), Path(args.resume)
     else:
         config = load_config(args.config, overrides)
+        if args.param:
+            config.env_params = {**config.env_params, **dict(args.param)}
         run_dir = Path(config.output_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
         if (run_dir / "config.yaml").exists():
             raise ValueError(f"{run_dir} holds a run already: continue it with --resume {run_dir} or use another --out")
         config.output_dir = str(run_dir)
-    print(f"run directory: {run_dir}", flush=True)
-    trainer = Trainer(config, run_dir, resume=bool(args.resume))
-    history = trainer.train()
+    config.check_model()  # a missing local model fails here, before anything is built
+    trainer = Trainer(config, run_dir, resume=bool(args.resume))  # checks everything else; writes nothing on failure
+    where = f"from step {trainer.step_done}" if trainer.step_done else "from the start"
+    print(f"run directory: {run_dir} ({'resumed ' + where if args.resume else 'new run'})", flush=True)
+    try:
+        history = trainer.train()
+    except KeyboardInterrupt as stop:
+        how = "terminated" if isinstance(getattr(stop, "interrupt", stop), Terminated) else "interrupted"
+        saved = f"checkpoint at step {trainer.saved_step}; " if trainer.saved_step else ""
+        print(f"stratagem train: {how} after {trainer.step_done} of {config.max_steps} steps; {saved}"
+              f"continue with: stratagem train --resume {run_dir}", file=sys.stderr)  # fmt: skip
+        return 143 if how == "terminated" else 130
+    print(f"done: {trainer.step_done} steps in {run_dir}")
     best = trainer.best
-    print(f"done: {trainer.step_done} steps in {run_dir}; best reward {best.reward:+.3f} (step {best.step}): "
-          f"{run_dir / 'best_strategy.py'}")  # fmt: skip
+    if best.sha is not None:
+        print(f"best program: reward {best.reward:+.3f} (step {best.step}), {run_dir / 'best_strategy.py'}")
+    else:
+        print("no best program yet: no completion held a program that ran")
     if history:
         print(f"mean reward: first step {history[0]['reward']:+.3f}, last step {history[-1]['reward']:+.3f}")
     return 0
@@ -263,7 +292,7 @@ def cmd_play(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from stratagem.agents.extraction import MAX_COMPLETION_CHARS
-    from stratagem.agents.runner import Limits, Runner
+    from stratagem.agents.runner import Interrupted, Limits, Runner
     from stratagem.agents.summary import format_summary, summarize
     from stratagem.envs.spec import resolve
 
@@ -287,20 +316,56 @@ def cmd_play(args: argparse.Namespace) -> int:
     limits = Limits(move_s=args.move_timeout, episode_s=args.episode_timeout, memory_mb=args.memory_mb,
                     cpu_s=args.cpu_seconds)  # fmt: skip
     seeds = list(range(args.seed, args.seed + args.episodes))
+    interrupted: BaseException | None = None
     with Runner(spec, dict(args.param), workers=args.workers, limits=limits, url=args.url,
-                allow_weaker_sandbox=args.allow_weaker_sandbox) as runner:  # fmt: skip
+                allow_weaker_sandbox=args.allow_weaker_sandbox) as runner, \
+            _play_progress(args.episodes, f"play {spec.name}") as progress:  # fmt: skip
         started = time.perf_counter()
-        [result] = runner.evaluate([completion], seeds, record=args.record)
+        try:
+            [result] = runner.evaluate([completion], seeds, record=args.record, on_episode=progress)
+        except Interrupted as stop:
+            [result], interrupted = stop.results, stop.interrupt
         seconds = time.perf_counter() - started
         sandbox = runner.sandbox
     summary = {**summarize(result, spec, seconds), "sandbox": sandbox}
+    if interrupted is not None:
+        summary.update(interrupted=True, episodes_requested=args.episodes)
     if args.json:
         print(json.dumps(summary))
     else:
+        if interrupted is not None:
+            print(f"interrupted: the {len(result.episodes)} of {args.episodes} episodes that finished")
         print(format_summary(summary))
         if args.record and result.episodes:
             print(f"replays: {Path(args.record) / f'{result.sha}-seed<N>.jsonl.gz'}")
+    if interrupted is not None:
+        how = "terminated" if isinstance(interrupted, Terminated) else "interrupted"
+        print(f"stratagem play: {how} after {len(result.episodes)} of {args.episodes} episodes", file=sys.stderr)
+        return 143 if how == "terminated" else 130
     return 1 if result.error in ("syntax", "policy") else 0
+
+
+@contextlib.contextmanager
+def _play_progress(total: int, label: str) -> Iterator[Callable[[Any], None] | None]:
+    """A progress bar (episodes done, wins so far, rate) on a terminal; nothing when output is piped."""
+    if not (sys.stdout.isatty() and sys.stderr.isatty()):
+        yield None
+        return
+    from stratagem.viz.progress import terminal_bar
+
+    bar = terminal_bar(total, label, "episode", leave=False)
+    wins = 0
+
+    def episode_done(episode: Any) -> None:
+        nonlocal wins
+        wins += bool(episode.won)
+        bar.update(1)
+        bar.set_postfix_str(f"wins {wins}", refresh=False)
+
+    try:
+        yield episode_done
+    finally:
+        bar.close()
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -394,25 +459,78 @@ def cmd_new_env(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from stratagem.envs.spec import ManifestError
-    from stratagem.server.sessions import FactoryFailed
+    """Run one command; Ctrl-C (or SIGTERM) ends it with one line on stderr and status 130 (143), no traceback."""
+    import signal
 
     argv = sys.argv[1:] if argv is None else argv
     command = next((word for word in argv if not word.startswith("-")), None)
-    args = build_parser(train_fields=command in (None, "train")).parse_args(argv)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminated)
+    _our_warnings_as_lines(f"stratagem {command}" if command else "stratagem")
+    try:
+        return _run(argv, command)
+    except Terminated:
+        print(f"stratagem {command or ''}: terminated".replace("  ", " "), file=sys.stderr)
+        return 128 + signal.SIGTERM
+    except KeyboardInterrupt:
+        print(f"stratagem {command or ''}: interrupted".replace("  ", " "), file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `stratagem envs | head -1`: the reader has all it wanted
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
+        return 1
+
+
+def _our_warnings_as_lines(prefix: str) -> None:
+    """stratagem's own warnings (a prompt cut, Triton missing) as ``stratagem CMD: warning: ...``, not as
+    Python's ``file:line: Category: message``; other libraries' warnings are left as they are."""
+    import warnings
+
+    shown = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:  # fmt: skip
+        if category.__module__.startswith("stratagem"):
+            print(f"{prefix}: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so the same clean-up runs."""
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+def _run(argv: list[str], command: str | None) -> int:
+    parser = build_parser(train_fields=command in (None, "train"))
+    if command in parser.commands:
+        parser.commands[command].refuse_unknown_flags(argv[argv.index(command) + 1 :])
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        parser.commands[args.command].unknown_flags(extras)
     from stratagem.agents.runner import ServerFailed
+    from stratagem.envs.spec import ManifestError
     from stratagem.sandbox.pool import PoolError
+    from stratagem.server.app import ServeError
+    from stratagem.server.sessions import FactoryFailed
 
     handler = {"envs": cmd_envs, "serve": cmd_serve, "play": cmd_play, "train": cmd_train, "plot": cmd_plot,
                "validate": cmd_validate, "new-env": cmd_new_env, "replay": cmd_replay,
                "doctor": cmd_doctor}[args.command]  # fmt: skip
     try:
         return handler(args)
+    except ServeError as exc:  # the command was right; the machine said no (port taken, no permission)
+        print(f"stratagem {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except (ManifestError, FactoryFailed, ValueError, PoolError, ServerFailed) as exc:
         print(f"stratagem {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
 
 
 if __name__ == "__main__":

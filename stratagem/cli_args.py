@@ -3,10 +3,55 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with prefixes off (``--learning-rat`` is a mistake, not ``--learning-rate``) and a
+    "did you mean" for flags it does not know. Sub-commands made with ``add_parser`` are Parsers too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self.commands: dict[str, Parser] = {}  # the sub-commands' parsers, by name (set by the CLI)
+
+    def refuse_unknown_flags(self, argv: list[str]) -> None:
+        """Exit 2 on a flag this parser does not know, before argparse's own checks: a misspelt ``--strat``
+        should be named as such, not reported as a missing ``--strategy``."""
+        unknown = []
+        for word in argv:
+            if word == "--":
+                break
+            if word.startswith("-") and not _is_number(word):
+                flag = word.split("=", 1)[0]
+                if flag not in self._option_string_actions:
+                    unknown.append(word)
+        if unknown:
+            self.unknown_flags(unknown)
+
+    def unknown_flags(self, extras: list[str]) -> NoReturn:
+        """Exit 2 naming each unknown flag, with the closest real one where there is one."""
+        known = [flag for flag in self._option_string_actions if flag.startswith("--")]
+        flags = [word.split("=", 1)[0] for word in extras if word.startswith("-")]
+        if not flags:
+            self.error(f"unexpected argument(s): {' '.join(extras)} (see `{self.prog} --help`)")
+        lines = []
+        for flag in flags:
+            close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+            lines.append(f"unknown flag {flag}" + (f"; did you mean {close[0]}?" if close else ""))
+        self.error("; ".join(lines) + f" (see `{self.prog} --help`)")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def param_pair(text: str) -> tuple[str, Any]:

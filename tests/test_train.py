@@ -57,7 +57,8 @@ def test_two_step_train_writes_the_whole_run_directory(smoke_run, capsys):
     metrics = _comparable(smoke_run)
     assert [m["step"] for m in metrics] == [1, 2]
     for key in ("reward", "reward_std", "win_rate", "score", "kl", "loss", "completion_length", "grad_norm",
-                "rewards/function_works", "rewards/failure_penalty", "valid_programs"):  # fmt: skip
+                "rewards/function_works", "rewards/failure_penalty", "frac_programs_built", "frac_played_clean",
+                "draw_rate", "loss_rate"):  # fmt: skip
         assert key in metrics[0], key
     assert list((smoke_run / "tensorboard").glob("events.out.tfevents.*"))
     rows = [json.loads(line) for line in (smoke_run / "completions" / "step-000001.jsonl").read_text().splitlines()]
@@ -74,7 +75,8 @@ def test_two_step_train_writes_the_whole_run_directory(smoke_run, capsys):
     assert best["reward"] == max(r["reward"] for r in rows + [json.loads(line) for line in second])
     capsys.readouterr()
     assert main(["play", "2048", "--strategy", str(smoke_run / "best_strategy.py"), "--episodes", "2", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["episodes"] == 2
+    played = json.loads(capsys.readouterr().out)
+    assert played["episodes"] == 2 and played["program"] == best["sha"]  # the file best.json describes
     replays = sorted((smoke_run / "replays").glob("*.jsonl.gz"))
     assert len(replays) == len(best["seeds"])
     assert read_recording(replays[0]).header["program"] == best["sha"]
@@ -87,8 +89,9 @@ def test_the_run_ends_with_its_curves_and_the_best_episode_as_a_gif(smoke_run, t
     from stratagem.viz.plots import figure_size, panels, plot_run, read_metrics
 
     titles = [p.title for p in panels(read_metrics(smoke_run / "metrics.jsonl"))]
-    assert {"reward (mean ± std)", "win rate", "score", "KL to the reference", "completion length (tokens)",
-            "reward functions (mean)"} <= set(titles)  # fmt: skip
+    assert {"reward (mean ± std)", "episodes won, drawn, lost", "score", "KL to the reference",
+            "completion length (tokens)", "reward functions (mean)",
+            "programs built, played clean"} <= set(titles)  # fmt: skip
     with Image.open(smoke_run / "curves.png") as image:
         assert image.format == "PNG" and image.size == figure_size(len(titles))
     # Drawn after the last step: the same picture as drawing the finished run's metrics now.
@@ -183,8 +186,79 @@ def test_micro_batches_through_the_trainer_give_the_one_batch_gradient(tiny_poli
         trainer.close()
 
 
-def test_resume_refuses_to_change_the_config(smoke_run, capsys):
-    assert main(["train", "--resume", str(smoke_run), "--lr", "0.1"]) == 2
-    assert "only --max-steps may change" in capsys.readouterr().err
-    assert main(["train", "--out", str(smoke_run)]) == 2
-    assert "--resume" in capsys.readouterr().err
+def test_flags_given_with_resume_override_the_saved_config(smoke_run, tmp_path, capsys):
+    run = tmp_path / "extended"
+    import shutil
+
+    shutil.copytree(smoke_run, run)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["output_dir"] = str(run)
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", "--resume", str(run), "--max-steps", "3", "--lr", "0.05", "-p", "max_tile=1024"]) == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["max_steps"] == 3 and saved["learning_rate"] == 0.05 and saved["env_params"] == {"max_tile": 1024}
+    assert [m["step"] for m in _comparable(run)] == [1, 2, 3]
+    assert "resumed from step 2" in capsys.readouterr().out
+    assert main(["train", "--out", str(smoke_run)]) == 2  # a new run into a used directory: pointed at --resume
+    assert f"--resume {smoke_run}" in capsys.readouterr().err
+
+
+def test_resume_before_the_first_checkpoint_starts_over_with_the_saved_config(full_run, tiny_policy, tmp_path):
+    run = tmp_path / "early"
+    config = load_config(None, {**SMALL, "model": str(tiny_policy), "max_steps": 4, "save_steps": 4,
+                                "output_dir": str(run)})  # fmt: skip
+    trainer = Trainer(config, run)
+    trainer.step()  # logged, then the run dies before any checkpoint
+    trainer.close()
+    assert not (run / "checkpoints").exists() and len(_comparable(run)) == 1
+    assert main(["train", "--resume", str(run)]) == 0
+    assert _comparable(run) == _comparable(full_run)
+
+
+def test_ctrl_c_checkpoints_the_last_finished_step_and_resume_equals_the_uninterrupted_run(full_run, tiny_policy,
+                                                                                           tmp_path):  # fmt: skip
+    """SIGINT to the whole process group, as a terminal's Ctrl-C sends it, mid-run and before any checkpoint."""
+    run = tmp_path / "ctrl-c"
+    argv = [sys.executable, "-m", "stratagem.cli", "train", "--model", str(tiny_policy), "--out", str(run),
+            "--steps", "4", "--save-steps", "100", *_flags(SMALL)]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.jsonl").exists() or not (run / "metrics.jsonl").read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    done = len(_comparable(run))
+    assert last.startswith(f"stratagem train: interrupted after {done} of 4 steps; checkpoint at step {done}")
+    assert f"--resume {run}" in last
+    assert not _session_processes(proc.pid), "processes of the run outlived it"
+    assert main(["train", "--resume", str(run)]) == 0
+    assert _comparable(run) == _comparable(full_run)
+
+
+def _session_processes(session: int) -> list[int]:
+    """Processes still alive (not zombies) in the session ``session`` leads."""
+    alive = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == session and fields[0] != "Z":
+                alive.append(int(entry.name))
+    return alive
+
+
+def test_a_run_without_a_best_program_says_so_and_names_no_file(tiny_policy, tmp_path, capsys):
+    run = tmp_path / "none"
+    # One token: never a whole program.
+    argv = ["train", "--model", str(tiny_policy), "--out", str(run), "--steps", "1", *_flags(SMALL),
+            "--max-completion-length", "1"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "inf" not in out and "best_strategy.py" not in out and "no best program" in out
+    assert not (run / "best_strategy.py").exists()

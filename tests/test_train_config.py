@@ -67,7 +67,7 @@ def test_every_config_field_has_a_flag():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     train = sub.choices["train"]
     dests = {action.dest for action in train._actions}
-    assert set(GRPOConfig.model_fields) <= dests
+    assert set(GRPOConfig.model_fields) - {"env_params"} <= dests and "param" in dests  # env_params: -p KEY=VALUE
     flags = {flag for action in train._actions for flag in action.option_strings}
     assert {"--steps", "--lr", "--out", "--model", "--env", "--num-generations", "--loss-type"} <= flags
 
@@ -87,21 +87,23 @@ def test_flag_values_parse_lists_mappings_and_none():
         (["--loss-type", "ppo"], "loss_type"),
         (["--steps", "ten"], "max_steps"),
         (["--num-generations", "3"], "multiple of num_generations"),
-        (["--model", "/no/such/model/dir"], "cannot load model"),
+        (["--model", "/no/such/model/dir"], "no such directory"),
+        (["--model", "./nonexistent"], "no such directory"),
         (["--env", "no-such-env"], "no-such-env"),
-        (["--env-params", '{"max_tile": "big"}'], "max_tile"),
-        (["--resume", "/no/such/run"], "not a stratagem run directory"),
+        (["-p", "max_tile=big"], "max_tile"),
+        (["--resume", "/no/such/run"], "no such directory"),
     ],
 )
 def test_train_refuses_bad_flags_before_any_work(tmp_path, capsys, argv, needle):
     assert main(["train", "--out", str(tmp_path / "run"), *argv]) == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert "stratagem train: error:" in err and needle in err, err
-    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    assert "run directory" not in out  # no announcing of work that will not be done
+    assert not (tmp_path / "run").exists()  # and nothing left behind
 
 
 def test_unknown_flags_are_argparse_errors(capsys):
     with pytest.raises(SystemExit) as info:
         main(["train", "--learning_rate", "1"])
     assert info.value.code == 2
-    assert "unrecognized arguments" in capsys.readouterr().err
+    assert "unknown flag --learning_rate; did you mean --learning-rate?" in capsys.readouterr().err

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stratagem.agents.policy import SamplingParams
 from stratagem.agents.rewards import Rubric
@@ -58,7 +58,12 @@ class GRPOConfig(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int | None = Field(None, ge=1, description="keep the k most likely tokens (None: all)")
     min_p: float | None = Field(None, ge=0, le=1, description="drop tokens below min_p * p(best)")
-    max_prompt_length: int | None = Field(512, ge=1, description="keep the prompt's last tokens (None: all)")
+    max_prompt_length: int | None = Field(
+        512,
+        ge=1,
+        description="keep the prompt's last tokens, with a warning when it cuts (None: the whole prompt, "
+        "as far as the model's context less max_completion_length allows)",
+    )
     max_completion_length: int = Field(256, ge=1)
 
     # The loss (see losses.py).
@@ -112,6 +117,20 @@ class GRPOConfig(BaseModel):
     log_completions: bool = Field(True, description="write every step's completions to completions/")
     record_best: bool = Field(True, description="record the episodes of each new best program to replays/")
 
+    @field_validator("model", "env", "output_dir", mode="before")
+    @classmethod
+    def _names_are_text(cls, value: Any) -> Any:
+        """``env: 2048`` in YAML is the number 2048; a name is a name however YAML types it."""
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+    @field_validator("env_params", mode="before")
+    @classmethod
+    def _game_is_text(cls, value: Any) -> Any:
+        game = value.get("game") if isinstance(value, dict) else None
+        if isinstance(game, (int, float)) and not isinstance(game, bool):
+            return {**value, "game": str(game)}
+        return value
+
     @model_validator(mode="after")
     def _batches_hold_whole_groups(self) -> GRPOConfig:
         batch = self.per_device_train_batch_size * self.gradient_accumulation_steps
@@ -141,6 +160,26 @@ class GRPOConfig(BaseModel):
         return SamplingParams(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, min_p=self.min_p,
                               max_new_tokens=self.max_completion_length)  # fmt: skip
 
+    def check_model(self) -> None:
+        """Fail now, in words, on a model directory that does not exist, instead of the hub's repo-id rules
+        after the run has started. A name shaped like a hub id (``org/name``) is left to the loader."""
+        if self.model == "default":
+            return
+        path = Path(self.model).expanduser()
+        if path.is_dir():
+            if not (path / "config.json").is_file():
+                raise ConfigError(f"--model {self.model}: that directory holds no config.json; give a directory "
+                                  "written by save_pretrained (config.json, weights, tokenizer files)")  # fmt: skip
+            return
+        if path.exists():
+            raise ConfigError(f"--model {self.model} is a file; give the directory that holds the model "
+                              "(config.json, weights, tokenizer files)")  # fmt: skip
+        looks_like_path = self.model.startswith((".", "/", "~")) or self.model.count("/") > 1 or "\\" in self.model
+        if looks_like_path:
+            raise ConfigError(f"--model {self.model}: no such directory. Give a local model directory (written "
+                              "by save_pretrained), a hub id such as Qwen/Qwen3-0.6B, or 'default' (the embedded "
+                              "model)")  # fmt: skip
+
     def model_path(self) -> str:
         """``model`` as a loadable path: "default" is the embedded model, built on first use."""
         if self.model != "default":
@@ -165,6 +204,7 @@ DEFAULT_RUN: dict[str, Any] = {
     "lr_scheduler_type": "constant_with_warmup",
     "warmup_steps": 2,
     "max_completion_length": 128,  # the built-in tokenizer's programs are ~30-60 tokens
+    "max_prompt_length": None,  # every built-in task's prompt whole (Pong's is 551 tokens; the context is 1024)
     "lora_r": 16,
     "lora_alpha": 32,
     "num_episodes": 4,

@@ -8,7 +8,7 @@ RUN_DIR/
   tensorboard/           the same scalars as TensorBoard event files (``tensorboard --logdir RUN_DIR``)
   completions/           step-NNNNNN.jsonl: every sampled completion with its reward, parts and outcome
   best_strategy.py       the best program so far (``stratagem play ENV --strategy RUN_DIR/best_strategy.py``)
-  best.json              its reward, step, hash and scores
+  best.json              its reward, step, hash (``sha``: the one ``play`` prints for best_strategy.py) and scores
   replays/               recordings of the best program's episodes (``viz/recording.py``)
   checkpoints/           step-NNNNNN/ (peft adapter + trainer state) and ``latest`` (checkpoint.py)
   adapter/               the final adapter in peft's format; merged/ too with ``save_merged``
@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 if TYPE_CHECKING:
+    from stratagem.envs.spec import StrategySpec
     from stratagem.viz.recording import Recording
 
 log = logging.getLogger(__name__)
@@ -98,12 +99,34 @@ class RunDir:
         body = b"".join(orjson.dumps(row) + b"\n" for row in rows)
         self._atomic_write(self.completions / f"step-{step:06d}.jsonl", body.decode())
 
-    def write_best(self, source: str, info: dict[str, Any], env: str) -> None:
+    def write_best(self, source: str, info: dict[str, Any], env: str, strategy: StrategySpec) -> tuple[str, str]:
+        """best_strategy.py (``source`` under a header naming the command that plays it) and best.json (``info``),
+        describing the same program: best.json's ``sha`` is the hash ``stratagem play ENV --strategy
+        RUN_DIR/best_strategy.py`` prints, that of the file as written, header included (the hash of the program
+        as the completion held it stays in ``info["completion_sha"]``). Returns (the file's text, that sha)."""
+        from stratagem.agents.programs import ProgramError, load
+
         command = f"stratagem play {env} --strategy {self.path / 'best_strategy.py'}"
         header = (f'"""The best program of a stratagem run so far: step {info["step"]}, reward {info["reward"]:.3f}, '
                   f'mean score {info["mean_score"]:.0f}.\n\n    {command}\n"""\n\n')  # fmt: skip
-        self._atomic_write(self.path / "best_strategy.py", header + source.strip() + "\n")
+        text = header + source.strip() + "\n"
+        try:
+            sha = load(text, strategy).sha  # exactly what play does with the file
+        except ProgramError:  # a header can't break a program that passed; if it ever did, the program alone
+            text = source.strip() + "\n"
+            sha = load(text, strategy).sha
+        self._atomic_write(self.path / "best_strategy.py", text)
+        info = {"step": info["step"], "reward": info["reward"], "sha": sha, **info}
         self._atomic_write(self.path / "best.json", json.dumps(info, indent=2) + "\n")
+        return text, sha
+
+    def start_over(self) -> None:
+        """Forget every step of a run that never reached a checkpoint (its config stays): it restarts at step 0."""
+        self.truncate_metrics(0)
+        self.tensorboard(purge_step=1)
+        self.clear_replays()
+        for name in ("best_strategy.py", "best.json", BEST_EPISODE_GIF, "curves.png"):
+            (self.path / name).unlink(missing_ok=True)
 
     def clear_replays(self) -> None:
         shutil.rmtree(self.replays, ignore_errors=True)

@@ -17,9 +17,13 @@ second copy in memory. The trainer does not know which loss variant it runs.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from stratagem.agents.policy import add_lora, encode_prompts, load_model, sample
+from stratagem.agents.policy import add_lora, context_length, enable_checkpointing, encode_prompts, load_model, sample
 from stratagem.agents.prompts import task_prompt
 from stratagem.agents.results import ProgramResult
 from stratagem.agents.rewards import outcomes
@@ -69,18 +73,28 @@ def episode_seeds(seed: int, step: int, group: int, groups: int, count: int) -> 
 
 class Trainer:
     def __init__(self, config: GRPOConfig, run_dir: str | Path, resume: bool = False) -> None:
+        """Check and build everything; on failure nothing is left behind (no run directory, no process)."""
         self.config = config
         self.run = RunDir(Path(run_dir))
+        config.check_model()
         self.spec = resolve(config.env)
         self.rubric = config.rubric()
         self.device = config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device 'cuda' asked for, but torch sees no CUDA device; use --device cpu or auto")
-        # The environment and its parameters first: a bad --env-params fails before a model is loaded.
+        # The environment and its parameters first: bad -p parameters fail before a model is loaded.
         self.runner = Runner(self.spec, config.env_params, workers=config.workers,
                              limits=Limits(move_s=config.move_timeout, episode_s=config.episode_timeout,
                                            memory_mb=config.memory_mb, cpu_s=config.cpu_seconds),
                              allow_weaker_sandbox=config.allow_weaker_sandbox)  # fmt: skip
+        try:
+            self._build(config, resume)
+        except BaseException:
+            self.runner.close()
+            raise
+        self.run.record_sandbox(self.sandbox)
+
+    def _build(self, config: GRPOConfig, resume: bool) -> None:
         self.sandbox = self.runner.sandbox  # starts the sandbox now: a machine that cannot confine programs fails here
         # Built on first use; seeding comes after, so a run that builds the default model and one that
         # finds it cached start from the same RNG state.
@@ -94,8 +108,7 @@ class Trainer:
         base, self.tokenizer = load_model(model_path, config.dtype, self.device, attention)
         self.model = add_lora(base, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
         if config.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable()
-            self.model.enable_input_require_grads()
+            enable_checkpointing(self.model)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]  # the adapter
         self.optimizer = torch.optim.AdamW(self.trainable,
                                            lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
@@ -110,14 +123,16 @@ class Trainer:
         self.sampling = config.sampling_params()
         batch = config.generation_batch_size
         self.prompt_ids, self.prompt_mask = encode_prompts(self.tokenizer, [task_prompt(self.spec)] * batch,
-                                                           config.max_prompt_length)  # fmt: skip
+                                                           config.max_prompt_length, context=context_length(base),
+                                                           max_new_tokens=config.max_completion_length)  # fmt: skip
         self.step_done = 0
+        self.saved_step = 0  # the step of the last checkpoint written or restored
         self.best = Best()
+        self._rng_at_step: dict[str, Any] | None = None  # RNG state where the step in progress began
+        self._to_record: tuple[str, list[int]] | None = None  # a new best program's text and seeds, to replay
         if resume:
             self._restore()
-        else:
-            self.run.create(config.to_yaml())
-        self.run.record_sandbox(self.sandbox)
+        self.run.create(config.to_yaml())  # on resume too: flags given with --resume hold for the next resume
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -126,6 +141,7 @@ class Trainer:
         config, history = self.config, []
         bar = tqdm(total=config.max_steps, initial=self.step_done, desc="GRPO", unit="step", dynamic_ncols=True)
         try:
+            self._rng_at_step = rng_state(self.generator)
             while self.step_done < config.max_steps:
                 metrics = self.step()
                 history.append(metrics)
@@ -137,6 +153,10 @@ class Trainer:
                     self.checkpoint()
                     self.run.plot_curves()  # curves.png: at each checkpoint, so also at the end
             self.finish()
+        except KeyboardInterrupt:
+            bar.close()
+            self.checkpoint_on_interrupt()
+            raise
         finally:
             bar.close()
             self.close()
@@ -162,6 +182,17 @@ class Trainer:
         advantages = group_advantages(rewards, config.num_generations, config.scale_rewards)
         t_reward = time.perf_counter() - timer
 
+        with deferred_interrupt():  # the update and its bookkeeping land whole, or the step never happened
+            metrics = self._finish_step(step, completions, results, scored, rewards, advantages, t_sample, t_reward)
+            self._rng_at_step = rng_state(self.generator)  # what a checkpoint of this step holds
+        self._record_best()
+        self._rng_at_step = rng_state(self.generator)
+        return metrics
+
+    def _finish_step(self, step: int, completions: Any, results: list[ProgramResult], scored: list[Any],
+                     rewards: torch.Tensor, advantages: torch.Tensor, t_sample: float,
+                     t_reward: float) -> dict[str, Any]:  # fmt: skip
+        config = self.config
         timer = time.perf_counter()
         train_metrics = self.update(completions, advantages)
         t_update = time.perf_counter() - timer
@@ -240,17 +271,27 @@ class Trainer:
 
     def _metrics(self, step: int, completions: Any, results: list[ProgramResult], scored: list[Any],
                  rewards: torch.Tensor, train: dict[str, float]) -> dict[str, Any]:  # fmt: skip
+        """One step's figures. ``win_rate``, ``draw_rate`` and ``loss_rate``: the fraction of a program's episodes
+        won, drawn (where the environment says so) and lost (played to the end, neither), averaged over the
+        programs; what they leave of 1 is episodes ended by an error and programs that never ran.
+        ``frac_programs_built``: programs that passed the static checks and built (their top level ran without
+        an error reported; they may still fail every episode); ``frac_played_clean``: programs that played
+        every episode to its end without an error."""
         lengths = completions.completion_mask.sum(-1).float()
         groups = rewards.view(-1, self.config.num_generations)
+        n = len(results)
         metrics: dict[str, Any] = {
             "step": step,
             "reward": rewards.mean().item(),
             "reward_std": rewards.std().item() if rewards.numel() > 1 else 0.0,
             "reward_max": rewards.max().item(),
             "frac_reward_zero_std": (groups.std(-1) < 1e-6).float().mean().item(),
-            "win_rate": sum(r.win_rate for r in results) / len(results),
-            "score": sum(r.mean_score for r in results) / len(results),
-            "valid_programs": sum(r.error is None for r in results) / len(results),
+            "win_rate": sum(r.win_rate for r in results) / n,
+            "draw_rate": sum(r.draws / len(r.episodes) for r in results if r.episodes) / n,
+            "loss_rate": sum(r.losses / len(r.episodes) for r in results if r.episodes) / n,
+            "score": sum(r.mean_score for r in results) / n,
+            "frac_programs_built": sum(r.error is None for r in results) / n,
+            "frac_played_clean": sum(r.played_clean for r in results) / n,
             "completion_length": lengths.mean().item(),
             "truncated": sum(completions.truncated) / len(completions.truncated),
         }
@@ -261,8 +302,11 @@ class Trainer:
 
     @staticmethod
     def live_line(m: dict[str, Any]) -> str:
-        return (f"step {m['step']:>4}  reward {m['reward']:+.3f} ± {m['reward_std']:.3f}  win {m['win_rate']:.2f}  "
-                f"score {m['score']:7.1f}  valid {m['valid_programs']:.2f}  kl {m.get('kl', 0.0):.4f}  "
+        """One line per logged step: ``w/d/l`` the episodes' win, draw and loss rates; ``built`` and ``clean`` the
+        fractions of programs that built and that played every episode without an error (``_metrics``)."""
+        return (f"step {m['step']:>4}  reward {m['reward']:+.3f} ± {m['reward_std']:.3f}  "
+                f"w/d/l {m['win_rate']:.2f}/{m['draw_rate']:.2f}/{m['loss_rate']:.2f}  score {m['score']:7.1f}  "
+                f"built {m['frac_programs_built']:.2f}  clean {m['frac_played_clean']:.2f}  kl {m.get('kl', 0.0):.4f}  "
                 f"loss {m['loss']:+.4f}  len {m['completion_length']:.0f}")  # fmt: skip
 
     def _keep_best(self, step: int, results: list[ProgramResult], scored: list[Any]) -> None:
@@ -270,33 +314,51 @@ class Trainer:
         result, reward = results[index], scored[index].total
         if result.source is None or reward <= self.best.reward:
             return
-        self.best = Best(reward=reward, step=step, sha=result.sha)
-        info = {"step": step, "reward": reward, "sha": result.sha, "mean_score": result.mean_score,
-                "win_rate": result.win_rate, "seeds": [e.seed for e in result.episodes]}  # fmt: skip
-        self.run.write_best(result.source, info, self.spec.name)
+        info = {"step": step, "reward": reward, "completion_sha": result.sha, "mean_score": result.mean_score,
+                "win_rate": result.win_rate, "wins": result.wins, "draws": result.draws, "losses": result.losses,
+                "seeds": [e.seed for e in result.episodes]}  # fmt: skip
+        # best.json's sha is the file's, as ``play`` hashes it; the replays are of that file too, so they carry it.
+        text, sha = self.run.write_best(result.source, info, str(self.config.env), self.spec.strategy)
+        self.best = Best(reward=reward, step=step, sha=sha)
         if self.config.record_best and result.episodes:
-            self.run.clear_replays()
-            self.runner.evaluate([result.source], [e.seed for e in result.episodes], record=self.run.replays)
+            self._to_record = (text, [e.seed for e in result.episodes])
 
-    def checkpoint(self) -> None:
+    def _record_best(self) -> None:
+        """Replays of the new best program: played again, so outside the step's uninterruptible part."""
+        if self._to_record is not None:
+            (text, seeds), self._to_record = self._to_record, None
+            self.run.clear_replays()
+            self.runner.evaluate([text], seeds, record=self.run.replays)
+
+    def checkpoint(self, rng: dict[str, Any] | None = None) -> None:
         state = {"step": self.step_done, "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "rng": rng_state(self.generator),
+                 "scheduler": self.scheduler.state_dict(), "rng": rng or rng_state(self.generator),
                  "best": vars(self.best)}  # fmt: skip
         save_checkpoint(self.run.checkpoints, self.step_done, self.model, state, keep=self.config.save_total_limit)
+        self.saved_step = self.step_done
+
+    def checkpoint_on_interrupt(self) -> None:
+        """Ctrl-C: keep the last finished step. Its RNG state is the one the interrupted step started from,
+        so the resumed run samples that step again exactly as an uninterrupted run would have."""
+        if self.step_done > self.saved_step and self._rng_at_step is not None:
+            with deferred_interrupt():
+                self.checkpoint(rng=self._rng_at_step)
 
     def _restore(self) -> None:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
         checkpoint = latest_checkpoint(self.run.checkpoints)
-        if checkpoint is None:
-            raise ConfigError(f"{self.run.path} has no complete checkpoint to resume from; start the run again")
+        if checkpoint is None:  # stopped before its first checkpoint: start over, same directory, same config
+            self.run.start_over()
+            return
         state = load_state(checkpoint)
         set_peft_model_state_dict(self.model, load_file(checkpoint / "adapter_model.safetensors", device=self.device))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         restore_rng(state["rng"], self.generator)
         self.step_done, self.best = state["step"], Best(**state["best"])
+        self.saved_step = self.step_done
         self.run.truncate_metrics(self.step_done)
         self.run.tensorboard(purge_step=self.step_done + 1)
 
@@ -315,13 +377,42 @@ class Trainer:
         self.run.close()
 
 
-def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> GRPOConfig:
-    """A run's own config (its config.yaml); only ``max_steps`` may change, to extend a run."""
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends, so state changed together (weights, optimizer, logs) stays whole.
+    A second Ctrl-C does not wait."""
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield  # not ours to manage (a worker thread, SIGINT ignored or handled by someone else)
+        return
+    pending: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        if pending:
+            raise KeyboardInterrupt
+        pending.append(signum)
+
+    signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if pending:
+        raise KeyboardInterrupt
+
+
+def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None,
+                  env_params: dict[str, Any] | None = None) -> GRPOConfig:  # fmt: skip
+    """A run's own config (its config.yaml), with ``overrides`` on top: flags given with ``--resume`` win, as
+    ``--max-steps`` does in TRL's resume; ``env_params`` (``-p``) merge into the saved ones."""
     path = Path(run_dir) / "config.yaml"
+    if not Path(run_dir).is_dir():
+        raise ConfigError(f"--resume {run_dir}: no such directory")
     if not path.is_file():
         raise ConfigError(f"--resume {run_dir}: not a stratagem run directory (no config.yaml in it)")
-    overrides = dict(overrides or {})
-    extra = sorted(set(overrides) - {"max_steps"})
-    if extra:
-        raise ConfigError(f"--resume continues a run with its own config; only --max-steps may change, not {extra}")
-    return make_config({**read_yaml(path), **overrides})
+    values = {**read_yaml(path), **(overrides or {})}
+    if env_params:
+        values["env_params"] = {**values.get("env_params", {}), **env_params}
+    values["output_dir"] = str(run_dir)  # the run lives where it is, even if it was moved
+    return make_config(values)
