@@ -34,7 +34,7 @@ class PromptTruncatedWarning(UserWarning):
 
 
 @contextmanager
-def _no_transformers_bars() -> Iterator[None]:
+def no_transformers_bars() -> Iterator[None]:
     """transformers' own progress bars ("Loading weights", "Loading checkpoint shards") off, and only those.
 
     ``transformers.utils.logging.disable_progress_bar`` would also turn off (and re-enabling would reset)
@@ -70,7 +70,7 @@ def load_model(name_or_path: str | Path, dtype: str = "float32", device: str = "
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     try:
-        with _no_transformers_bars():
+        with no_transformers_bars():
             tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local.exists())
             model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local.exists(), **kwargs)
     except (OSError, ValueError) as exc:

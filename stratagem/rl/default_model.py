@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from stratagem.agents.policy import no_transformers_bars
 from stratagem.agents.prompts import task_prompt
 from stratagem.envs.spec import resolve
 from stratagem.rl.corpus import generate_programs
@@ -146,7 +147,8 @@ def _build(path: Path, settings: DefaultModelSettings) -> Path:
     try:
         model.generation_config.eos_token_id = tokenizer.eos_token_id
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-        model.save_pretrained(staging)
+        with no_transformers_bars():  # "Writing model shards": the build has its own bar
+            model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         (staging / "stratagem.json").write_text(json.dumps({"builder_version": BUILDER_VERSION, **asdict(settings)}))
         try:

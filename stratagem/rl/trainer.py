@@ -32,7 +32,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from stratagem.agents.policy import add_lora, context_length, enable_checkpointing, encode_prompts, load_model, sample
+from stratagem.agents.policy import (
+    add_lora,
+    context_length,
+    enable_checkpointing,
+    encode_prompts,
+    load_model,
+    no_transformers_bars,
+    sample,
+)
 from stratagem.agents.prompts import task_prompt
 from stratagem.agents.results import ProgramResult
 from stratagem.agents.rewards import outcomes
@@ -369,7 +377,8 @@ class Trainer:
             self.run.export_best_episode()
         if self.config.save_merged:
             merged = self.model.merge_and_unload()
-            merged.save_pretrained(self.run.path / "merged")
+            with no_transformers_bars():
+                merged.save_pretrained(self.run.path / "merged")
             self.tokenizer.save_pretrained(self.run.path / "merged")
 
     def close(self) -> None:
