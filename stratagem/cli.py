@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import sys
-from collections.abc import Callable, Iterator
 from typing import Any
 
 from stratagem.cli_args import (
@@ -19,6 +16,10 @@ from stratagem.cli_args import (
     positive,
     server_url,
 )
+from stratagem.cli_play import cmd_play
+from stratagem.cli_replay import add_replay_parser, cmd_replay
+from stratagem.cli_session import Terminated, our_warnings_as_lines, terminated
+from stratagem.cli_train import add_train_parser, cmd_train
 
 
 def build_parser(train_fields: bool = True) -> Parser:
@@ -93,7 +94,7 @@ def build_parser(train_fields: bool = True) -> Parser:
     sub.add_parser("doctor", help="show which layers of the sandbox (seccomp, Landlock, namespaces...) this machine "
                    "enforces")  # fmt: skip
 
-    _add_train_parser(sub, train_fields)
+    add_train_parser(sub, train_fields)
 
     plot = sub.add_parser("plot", help="draw a training run's curves from its metrics.jsonl to RUN_DIR/curves.png")
     plot.add_argument("run_dir", metavar="RUN_DIR", help="a training run's directory (what `stratagem train` made)")
@@ -121,7 +122,7 @@ def build_parser(train_fields: bool = True) -> Parser:
     new_env.add_argument("name", help="the environment's name, e.g. my-game (letters, digits, '-', '_')")
     new_env.add_argument("--dir", default=".", help="where to create the NAME directory (default: here)")
     new_env.add_argument("--force", action="store_true", help="overwrite the files in an existing NAME directory")
-    _add_replay_parser(sub)
+    add_replay_parser(sub)
     return parser
 
 
@@ -129,85 +130,6 @@ def _add_weaker_flag(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--allow-weaker-sandbox", action="store_true",
                         help=f"run {what} even where the kernel lacks a sandbox layer (see `stratagem doctor`); "
                         "without it, a missing layer is an error")  # fmt: skip
-
-
-def _add_train_parser(sub: Any, with_fields: bool) -> None:
-    """One flag per GRPOConfig field, generated, so the CLI can never fall behind the config."""
-    train = sub.add_parser("train", help="train a policy with GRPO to write better strategy programs",
-                           description="With no flags: the embedded default run (the built-in model, 2048, CPU, "
-                           "a few minutes). Flags override the config field of the same name. The defaults shown "
-                           "are the embedded run's; with --config, a field the file leaves out takes GRPOConfig's "
-                           "default (TRL's), shown after 'with --config' where it differs.")  # fmt: skip
-    train.add_argument("--config", metavar="YAML", help="a config file (fields not in it take GRPOConfig defaults)")
-    train.add_argument("--resume", metavar="RUN_DIR",
-                       help="continue a run: from its last checkpoint, or from step 0 with its saved config when it "
-                       "has none; flags given with it override the saved config")  # fmt: skip
-    add_param_flag(train)
-    if not with_fields:
-        return
-    from stratagem.rl.config import DEFAULT_RUN, FLAG_ALIASES, GRPOConfig
-
-    aliases = {field: f"--{short}" for short, field in FLAG_ALIASES.items()}
-    fields = train.add_argument_group("config fields")
-    for name, field in GRPOConfig.model_fields.items():
-        if name == "env_params":  # -p KEY=VALUE, as play and serve take them
-            continue
-        flags = [f"--{name.replace('_', '-')}", *([aliases[name]] if name in aliases else [])]
-        default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
-        shown = f"default {DEFAULT_RUN.get(name, default)!r}"
-        if name in DEFAULT_RUN and DEFAULT_RUN[name] != default:
-            shown += f"; {default!r} with --config"
-        described = field.description or ""
-        help_text = described if "(default" in described and name not in DEFAULT_RUN else f"{described} ({shown})"
-        if field.annotation is bool:
-            fields.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=help_text)  # fmt: skip
-        else:
-            fields.add_argument(*flags, dest=name, default=argparse.SUPPRESS, metavar="VALUE", help=help_text)
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    import time
-    from pathlib import Path
-
-    from stratagem.rl.config import GRPOConfig, load_config, parse_flag_value
-    from stratagem.rl.trainer import Trainer, resume_config
-
-    overrides = {name: (value if isinstance(value, bool) else parse_flag_value(name, value))
-                 for name, value in vars(args).items() if name in GRPOConfig.model_fields}  # fmt: skip
-    if args.resume:
-        if args.config:
-            raise ValueError("--resume uses the run's own config.yaml (flags given with it override it); drop --config")
-        config, run_dir = resume_config(args.resume, overrides, dict(args.param)), Path(args.resume)
-    else:
-        config = load_config(args.config, overrides)
-        if args.param:
-            config.env_params = {**config.env_params, **dict(args.param)}
-        run_dir = Path(config.output_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
-        if (run_dir / "config.yaml").exists():
-            raise ValueError(f"{run_dir} holds a run already: continue it with --resume {run_dir} or use another --out")
-        config.output_dir = str(run_dir)
-    config.check_model()  # a missing local model fails here, before anything is built
-    trainer = Trainer(config, run_dir, resume=bool(args.resume))  # checks everything else; writes nothing on failure
-    where = f"from step {trainer.step_done}" if trainer.step_done else "from the start"
-    print(f"run directory: {run_dir} ({'resumed ' + where if args.resume else 'new run'})", flush=True)
-    try:
-        history = trainer.train()
-    except KeyboardInterrupt as stop:
-        how = "terminated" if isinstance(getattr(stop, "interrupt", stop), Terminated) else "interrupted"
-        saved = f"checkpoint at step {trainer.saved_step}; " if trainer.saved_step else ""
-        print(f"stratagem train: {how} after {trainer.step_done} of {config.max_steps} steps; {saved}"
-              f"continue with: stratagem train --resume {run_dir}", file=sys.stderr)  # fmt: skip
-        return 143 if how == "terminated" else 130
-    print(f"done: {trainer.step_done} steps in {run_dir}")
-    best = trainer.best
-    if best.sha is not None:
-        print(f"best program: reward {best.reward:+.3f} (step {best.step}), {run_dir / 'best_strategy.py'}")
-    else:
-        print("no best program yet: no completion held a program that ran")
-    if history:
-        print(f"mean reward: first step {history[0]['reward']:+.3f}, last step {history[-1]['reward']:+.3f}")
-    return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -287,87 +209,6 @@ def _with_game(spec: Any, params: dict[str, Any], game: str | None) -> dict[str,
     return {**params, "game": game}
 
 
-def cmd_play(args: argparse.Namespace) -> int:
-    import time
-    from pathlib import Path
-
-    from stratagem.agents.extraction import MAX_COMPLETION_CHARS
-    from stratagem.agents.runner import Interrupted, Limits, Runner
-    from stratagem.agents.summary import format_summary, summarize
-    from stratagem.envs.spec import resolve
-
-    path = Path(args.strategy)
-    limit = 4 * MAX_COMPLETION_CHARS  # bytes: a character is at most 4 in UTF-8
-    too_long = f"--strategy {path} is over {MAX_COMPLETION_CHARS:,} characters; a program is a short Python file"
-    try:
-        with path.open("rb") as file:
-            data = file.read(limit + 1)
-    except OSError as exc:
-        raise ValueError(f"cannot read --strategy {path}: {exc.strerror or exc}") from None
-    if len(data) > limit:
-        raise ValueError(too_long)
-    try:
-        completion = data.decode()
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"--strategy {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    if len(completion) > MAX_COMPLETION_CHARS:
-        raise ValueError(too_long)
-    spec = resolve(args.env)
-    limits = Limits(move_s=args.move_timeout, episode_s=args.episode_timeout, memory_mb=args.memory_mb,
-                    cpu_s=args.cpu_seconds)  # fmt: skip
-    seeds = list(range(args.seed, args.seed + args.episodes))
-    interrupted: BaseException | None = None
-    with Runner(spec, dict(args.param), workers=args.workers, limits=limits, url=args.url,
-                allow_weaker_sandbox=args.allow_weaker_sandbox) as runner, \
-            _play_progress(args.episodes, f"play {spec.name}") as progress:  # fmt: skip
-        started = time.perf_counter()
-        try:
-            [result] = runner.evaluate([completion], seeds, record=args.record, on_episode=progress)
-        except Interrupted as stop:
-            [result], interrupted = stop.results, stop.interrupt
-        seconds = time.perf_counter() - started
-        sandbox = runner.sandbox
-    summary = {**summarize(result, spec, seconds), "sandbox": sandbox}
-    if interrupted is not None:
-        summary.update(interrupted=True, episodes_requested=args.episodes)
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        if interrupted is not None:
-            print(f"interrupted: the {len(result.episodes)} of {args.episodes} episodes that finished")
-        print(format_summary(summary))
-        if args.record and result.episodes:
-            print(f"replays: {Path(args.record) / f'{result.sha}-seed<N>.jsonl.gz'}")
-    if interrupted is not None:
-        how = "terminated" if isinstance(interrupted, Terminated) else "interrupted"
-        print(f"stratagem play: {how} after {len(result.episodes)} of {args.episodes} episodes", file=sys.stderr)
-        return 143 if how == "terminated" else 130
-    return 1 if result.error in ("syntax", "policy") else 0
-
-
-@contextlib.contextmanager
-def _play_progress(total: int, label: str) -> Iterator[Callable[[Any], None] | None]:
-    """A progress bar (episodes done, wins so far, rate) on a terminal; nothing when output is piped."""
-    if not (sys.stdout.isatty() and sys.stderr.isatty()):
-        yield None
-        return
-    from stratagem.viz.progress import terminal_bar
-
-    bar = terminal_bar(total, label, "episode", leave=False)
-    wins = 0
-
-    def episode_done(episode: Any) -> None:
-        nonlocal wins
-        wins += bool(episode.won)
-        bar.update(1)
-        bar.set_postfix_str(f"wins {wins}", refresh=False)
-
-    try:
-        yield episode_done
-    finally:
-        bar.close()
-
-
 def cmd_validate(args: argparse.Namespace) -> int:
     from stratagem.client.validate import Validator, format_table, manifest_reward_range
 
@@ -390,63 +231,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if any(r.outcome == "FAIL" for r in results) else 0
 
 
-def _add_replay_parser(sub: Any) -> None:
-    replay = sub.add_parser("replay", help="watch recorded episodes in a window, or export them (GIF, MP4, PNG)",
-                            description="Keys: space pause/play, left/right step, up/down speed, home/end, "
-                            "n/p next/previous episode, o objects, q quit.")  # fmt: skip
-    replay.add_argument("paths", nargs="+", metavar="PATH",
-                        help="a recording (.jsonl.gz, from stratagem play --record) or a directory of them; "
-                        "two with --side-by-side")  # fmt: skip
-    replay.add_argument("--export", metavar="OUT", help="write OUT.gif, OUT.mp4 (H.264) or OUT.png (key frames) "
-                        "instead of opening a window")  # fmt: skip
-    replay.add_argument("--fps", type=positive(int), default=10, help="steps per second (default 10)")
-    replay.add_argument(
-        "--size",
-        type=positive(int),
-        default=None,
-        metavar="PX",
-        help="width of one episode's picture in pixels (default: 400 for 2048, 320 for Atari)",
-    )
-    replay.add_argument(
-        "--side-by-side",
-        action="store_true",
-        help="two recordings (or directories) of two programs on one seed, next to each other",
-    )
-    replay.add_argument("--no-objects", action="store_true", help="Atari: do not mark the decoded objects")
-    replay.add_argument("--start", type=non_negative_int, default=0, metavar="STEP", help="first step to show")
-    replay.add_argument("--end", type=non_negative_int, default=None, metavar="STEP", help="last step to show")
-
-
-def cmd_replay(args: argparse.Namespace) -> int:
-    import warnings
-    from pathlib import Path
-
-    paths = [Path(p) for p in args.paths]
-    if len(paths) > 2:
-        raise ValueError(f"give one recording or directory (two with --side-by-side), got {len(paths)}; "
-                         "to replay many episodes, put them in one directory")  # fmt: skip
-    if len(paths) == 2 and not args.side_by_side:
-        raise ValueError("two paths compare two programs: add --side-by-side (or give one directory of recordings)")
-    if args.side_by_side and len(paths) != 2:
-        raise ValueError("--side-by-side needs two recordings (or two directories) of the same seed")
-    options = {"fps": args.fps, "size": args.size, "side_by_side": args.side_by_side, "objects": not args.no_objects,
-               "start_step": args.start, "end_step": args.end}  # fmt: skip
-    if args.export is None:
-        from stratagem.viz.viewer import view
-
-        view(paths, **options)
-        return 0
-    from stratagem.viz.export import ReplayWarning, export
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ReplayWarning)
-        out = export(paths, Path(args.export), **options)
-    for warning in caught:
-        print(f"stratagem replay: warning: {warning.message}", file=sys.stderr)
-    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} kB)")
-    return 0
-
-
 def cmd_new_env(args: argparse.Namespace) -> int:
     from stratagem.envs.skeleton import new_env
 
@@ -465,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((word for word in argv if not word.startswith("-")), None)
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _terminated)
-    _our_warnings_as_lines(f"stratagem {command}" if command else "stratagem")
+        signal.signal(signal.SIGTERM, terminated)
+    our_warnings_as_lines(f"stratagem {command}" if command else "stratagem")
     try:
         return _run(argv, command)
     except Terminated:
@@ -480,31 +264,6 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
         return 1
-
-
-def _our_warnings_as_lines(prefix: str) -> None:
-    """stratagem's own warnings (a prompt cut, Triton missing) as ``stratagem CMD: warning: ...``, not as
-    Python's ``file:line: Category: message``; other libraries' warnings are left as they are."""
-    import warnings
-
-    shown = warnings.showwarning
-
-    def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
-             line: str | None = None) -> None:  # fmt: skip
-        if category.__module__.startswith("stratagem"):
-            print(f"{prefix}: warning: {message}", file=sys.stderr)
-        else:
-            shown(message, category, filename, lineno, file, line)
-
-    warnings.showwarning = show
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where Ctrl-C would be, so the same clean-up runs."""
-
-
-def _terminated(signum: int, frame: Any) -> None:
-    raise Terminated
 
 
 def _run(argv: list[str], command: str | None) -> int:

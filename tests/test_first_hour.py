@@ -210,10 +210,10 @@ def test_our_warnings_read_as_one_line_of_ours(capsys, monkeypatch):
     import warnings
 
     from stratagem.agents.policy import PromptTruncatedWarning
-    from stratagem.cli import _our_warnings_as_lines
+    from stratagem.cli_session import our_warnings_as_lines
 
     monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # put back after the test
-    _our_warnings_as_lines("stratagem train")
+    our_warnings_as_lines("stratagem train")
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.warn(PromptTruncatedWarning("the prompt is 551 tokens, more than max_prompt_length 512"), stacklevel=1)
