@@ -222,3 +222,25 @@ def test_our_warnings_read_as_one_line_of_ours(capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "stratagem train: warning: the prompt is 551 tokens, more than max_prompt_length 512\n" in err
     assert "warning: someone else's" not in err
+
+
+def test_ctrl_z_then_fg_is_not_the_programs_timeout(tmp_path):
+    """Ctrl-Z stops the whole group (SIGTSTP), `fg` continues it (SIGCONT): the parent's wall clocks jump by
+    the stop, which must not be charged to the moves in flight."""
+    slow = tmp_path / "slow.py"  # ~10 ms a move, so that a stop lands mid-move
+    corner = Path(CORNER).read_text().replace("def strategy(", "def corner(")
+    slow.write_text(corner + "\n\ndef strategy(board):\n    n = 0\n    for i in range(200000):\n        n += i\n"
+                    "    return corner(board)\n")  # fmt: skip
+    record = tmp_path / "replays"
+    proc = _cli("play", "2048", "--strategy", str(slow), "--episodes", "4", "--json", "--move-timeout", "0.5",
+                "-p", "max_tile=512", "--record", str(record))  # fmt: skip
+    _wait_for(lambda: record.is_dir() and len(list(record.iterdir())) >= 2, proc)
+    for _ in range(3):
+        os.killpg(proc.pid, signal.SIGSTOP)  # as Ctrl-Z stops it (SIGTSTP is not acted on in an orphaned group)
+        time.sleep(1.0)  # twice the move timeout
+        os.killpg(proc.pid, signal.SIGCONT)
+        time.sleep(0.3)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["episodes"] == 4 and summary["errors"] == {}, summary["first_error"]

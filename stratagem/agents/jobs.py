@@ -162,6 +162,13 @@ class Job:
         """Whether the worker owes the parent a frame now (so its clock runs)."""
         return True
 
+    def paused(self, seconds: float) -> None:
+        """The parent was stopped (Ctrl-Z, SIGSTOP) for ``seconds``: its wall clocks ran on while nothing was
+        timed, so they move on by as much. A stop is never the program's timeout."""
+        self.started += seconds
+        self.episode_started += seconds
+        self.clock += seconds
+
     def check_time(self, now: float) -> None:
         limits = self.runner.limits
         if self.waiting_on_worker() and now - self.clock > limits.move_s + CLOCK_SLACK_S:

@@ -69,6 +69,25 @@ class Limits:
                 raise ValueError(f"Limits.{name} must be a positive number, got {value!r}")
 
 
+_CONTINUED = [0]  # SIGCONTs seen while evaluating: each ends a stop of this process (Ctrl-Z then fg, SIGSTOP)
+
+
+def _count_continue(signum: int, frame: Any) -> None:
+    _CONTINUED[0] += 1
+
+
+def _watch_for_continue() -> Callable[[], None]:
+    """Count SIGCONTs while jobs are timed, so a stopped parent's clock jump is not charged to the programs;
+    returns what puts the previous handler back. Only the main thread may set handlers; elsewhere, nothing."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(signal.SIGCONT, _count_continue)
+    return lambda: signal.signal(signal.SIGCONT, previous)
+
+
 class Interrupted(KeyboardInterrupt):
     """``Runner.evaluate`` was interrupted (a KeyboardInterrupt: Ctrl-C, or what a caller raises for SIGTERM).
 
@@ -226,6 +245,8 @@ class Runner:
         every job is in one of the three lists, so the episodes that finished can still be collected."""
         reported: dict[int, int] = {}  # id of a job's episode list -> how many of them ``on_episode`` has seen
         losses = _Losses(unstarted_limit=MAX_ATTEMPTS * self.workers)
+        resumed, last = _CONTINUED[0], time.monotonic()
+        restore = _watch_for_continue()
         try:
             while waiting or running:
                 while waiting and len(running) < self.workers:
@@ -236,6 +257,11 @@ class Runner:
                     waiting.pop(0)
                 ready = wait([job.worker.reader.sock for job in running], timeout=SCHEDULE_TICK_S)
                 now = time.monotonic()
+                if _CONTINUED[0] != resumed:  # stopped and continued since the last look: not the programs' time
+                    resumed = _CONTINUED[0]
+                    for job in running:
+                        job.paused(now - last)
+                last = now
                 for job in list(running):
                     if job.worker.reader.sock in ready:
                         job.receive()
@@ -259,6 +285,7 @@ class Runner:
                         if not lost:
                             self.pool.succeeded()
         finally:
+            restore()
             for job in running:  # an error (a failed server) or an interrupt
                 job.stop()
 
