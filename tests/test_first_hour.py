@@ -91,7 +91,12 @@ def _wait_for(condition, proc: subprocess.Popen, seconds: float = 60) -> None:
 def _ctrl_c(proc: subprocess.Popen) -> tuple[str, str]:
     """SIGINT to the whole process group, as a terminal sends it; then the output and no survivor."""
     os.killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # leave nothing running behind a failed test
+        proc.communicate()
+        pytest.fail("Ctrl-C did not stop the command within 30 s")
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     deadline = time.monotonic() + 5

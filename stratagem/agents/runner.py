@@ -69,23 +69,44 @@ class Limits:
                 raise ValueError(f"Limits.{name} must be a positive number, got {value!r}")
 
 
-_CONTINUED = [0]  # SIGCONTs seen while evaluating: each ends a stop of this process (Ctrl-Z then fg, SIGSTOP)
+class _Signals:
+    """The signals that matter while programs are timed, watched for the length of an ``evaluate``.
 
+    SIGCONT ends a stop of this process (Ctrl-Z then fg, SIGSTOP): its wall clocks jumped, and the jump is not
+    the programs' time. SIGINT is noted, and the scheduling loop raises KeyboardInterrupt at its next tick
+    (``check``), never wherever the signal lands: raised inside a finaliser (a recording's file closing, say),
+    the interpreter would print it and drop it, and the work would go on. Handlers are only set from the main
+    thread, and SIGINT's only where it has Python's default handler (not where a caller ignores it)."""
 
-def _count_continue(signum: int, frame: Any) -> None:
-    _CONTINUED[0] += 1
+    def __init__(self) -> None:
+        self.continued, self.interrupted = 0, False
+        self._previous: dict[int, Any] = {}
 
+    def start(self) -> _Signals:
+        import signal
+        import threading
 
-def _watch_for_continue() -> Callable[[], None]:
-    """Count SIGCONTs while jobs are timed, so a stopped parent's clock jump is not charged to the programs;
-    returns what puts the previous handler back. Only the main thread may set handlers; elsewhere, nothing."""
-    import signal
-    import threading
+        if threading.current_thread() is threading.main_thread():
+            self._previous[signal.SIGCONT] = signal.signal(signal.SIGCONT, self._on_continue)
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_interrupt)
+        return self
 
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = signal.signal(signal.SIGCONT, _count_continue)
-    return lambda: signal.signal(signal.SIGCONT, previous)
+    def stop(self) -> None:
+        import signal
+
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _on_continue(self, signum: int, frame: Any) -> None:
+        self.continued += 1
+
+    def _on_interrupt(self, signum: int, frame: Any) -> None:
+        self.interrupted = True
+
+    def check(self) -> None:
+        if self.interrupted:
+            raise KeyboardInterrupt
 
 
 class Interrupted(KeyboardInterrupt):
@@ -245,10 +266,11 @@ class Runner:
         every job is in one of the three lists, so the episodes that finished can still be collected."""
         reported: dict[int, int] = {}  # id of a job's episode list -> how many of them ``on_episode`` has seen
         losses = _Losses(unstarted_limit=MAX_ATTEMPTS * self.workers)
-        resumed, last = _CONTINUED[0], time.monotonic()
-        restore = _watch_for_continue()
+        signals = _Signals().start()
+        resumed, last = signals.continued, time.monotonic()
         try:
             while waiting or running:
+                signals.check()
                 while waiting and len(running) < self.workers:
                     worker = self.pool.acquire()
                     job = waiting[0]
@@ -256,9 +278,10 @@ class Runner:
                     running.append(job)
                     waiting.pop(0)
                 ready = wait([job.worker.reader.sock for job in running], timeout=SCHEDULE_TICK_S)
+                signals.check()
                 now = time.monotonic()
-                if _CONTINUED[0] != resumed:  # stopped and continued since the last look: not the programs' time
-                    resumed = _CONTINUED[0]
+                if signals.continued != resumed:  # stopped and continued since the last look: not the programs' time
+                    resumed = signals.continued
                     for job in running:
                         job.paused(now - last)
                 last = now
@@ -285,7 +308,7 @@ class Runner:
                         if not lost:
                             self.pool.succeeded()
         finally:
-            restore()
+            signals.stop()
             for job in running:  # an error (a failed server) or an interrupt
                 job.stop()
 
