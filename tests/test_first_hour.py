@@ -183,7 +183,8 @@ def test_play_shows_progress_on_a_terminal_and_nothing_extra_when_piped():
 def test_replay_export_shows_progress_on_a_terminal(tmp_path):
     subprocess.run([sys.executable, "-m", "stratagem.cli", "play", "2048", "--strategy", CORNER, "--episodes", "2",
                     "--record", str(tmp_path / "rec")], check=True, capture_output=True)  # fmt: skip
-    args = [sys.executable, "-m", "stratagem.cli", "replay", str(tmp_path / "rec"), "--export", str(tmp_path / "a.gif")]
+    args = [sys.executable, "-m", "stratagem.cli", "replay", str(tmp_path / "rec"), "--export", str(tmp_path / "a.gif"),
+            "--end", "60"]  # fmt: skip
     code, text = _on_a_terminal(args)
     assert code == 0, text
     assert re.search(r"export a\.gif: +\d+%.*frame", text), text
