@@ -140,3 +140,27 @@ def tiny_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from stratagem.rl.default_model import DefaultModelSettings, build_default_model
 
     return build_default_model(tmp_path_factory.mktemp("policy") / "tiny", DefaultModelSettings(**TINY_POLICY))
+
+
+def processes() -> dict[int, tuple[int, str, int]]:
+    """pid -> (parent pid, state, session id) of every process on the machine, as /proc shows them."""
+    found = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            found[int(name)] = (int(fields[1]), fields[0], int(fields[3]))
+    return found
+
+
+def session_processes(sid: int) -> dict[int, str]:
+    """pid -> state of every process of session ``sid`` (zombies included, as "Z")."""
+    return {pid: state for pid, (_, state, session) in processes().items() if session == sid}
+
+
+def alive_in_session(sid: int) -> list[int]:
+    """The processes of session ``sid`` still alive (zombies left out: they only wait to be reaped)."""
+    return [pid for pid, state in session_processes(sid).items() if state != "Z"]

@@ -20,6 +20,7 @@ import pytest
 
 from stratagem.cli import build_parser, main
 from stratagem.rl.config import DEFAULT_RUN, GRPOConfig, load_config
+from tests.conftest import alive_in_session
 
 ROOT = Path(__file__).resolve().parent.parent
 CORNER = str(ROOT / "examples" / "strategies" / "corner_2048.py")
@@ -100,23 +101,10 @@ def _ctrl_c(proc: subprocess.Popen) -> tuple[str, str]:
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     deadline = time.monotonic() + 5
-    while _session_processes(proc.pid) and time.monotonic() < deadline:
+    while alive_in_session(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _session_processes(proc.pid), "processes outlived the command"
+    assert not alive_in_session(proc.pid), "processes outlived the command"
     return out, err
-
-
-def _session_processes(session: int) -> list[int]:
-    alive = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == session and fields[0] != "Z":
-                alive.append(int(entry.name))
-    return alive
 
 
 def test_ctrl_c_during_play_prints_the_partial_summary(tmp_path):

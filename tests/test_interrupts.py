@@ -27,6 +27,7 @@ from stratagem.agents.jobs import CallJob, Job, PlayJob
 from stratagem.agents.runner import Interrupted, Limits, Runner, WorkersKilled
 from stratagem.sandbox.pool import LOST, PoolError
 from stratagem.viz.recording import read_recording
+from tests.conftest import processes, session_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMITS = Limits(move_s=5.0, episode_s=60, memory_mb=256, cpu_s=60)  # generous: a loaded machine times nothing out
@@ -64,27 +65,8 @@ SLOW_CORNER = CORNER.replace("def strategy(board):\n", "def strategy(board):\n  
 
 
 # --- processes, as /proc shows them ------------------------------------------------------------------
-def _processes() -> dict[int, tuple[int, str, int]]:
-    """pid -> (parent pid, state, session id) of every process on the machine."""
-    found = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            found[int(name)] = (int(fields[1]), fields[0], int(fields[3]))
-    return found
-
-
-def _session(sid: int) -> dict[int, str]:
-    """pid -> state of every process of session ``sid`` (zombies included: a process not reaped is left behind)."""
-    return {pid: state for pid, (_, state, session) in _processes().items() if session == sid}
-
-
 def _children(pid: int) -> list[int]:
-    return [child for child, (parent, state, _) in _processes().items() if parent == pid and state != "Z"]
+    return [child for child, (parent, state, _) in processes().items() if parent == pid and state != "Z"]
 
 
 def _workers(command: int) -> list[int]:
@@ -152,7 +134,7 @@ def test_ctrl_c_to_the_process_group_leaves_no_process_and_no_traceback(strategy
             play.wait()
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert play.returncode != 0  # what it prints and returns is the command's; see tests/test_cli*.py
-    assert _session(play.pid) == {}, "a process of the command outlived it"
+    assert session_processes(play.pid) == {}, "a process of the command outlived it"
 
 
 @pytest.mark.timeout(120)
@@ -167,7 +149,7 @@ def test_sigterm_to_the_command_alone_ends_every_process_it_started(strategy):
             os.killpg(play.pid, signal.SIGKILL)
             play.wait()
     assert "Traceback" not in err, err
-    assert _session(play.pid) == {}, "a process of the command outlived it"
+    assert session_processes(play.pid) == {}, "a process of the command outlived it"
 
 
 # --- (b) a command that survives the signal that hits its workers ------------------------------------

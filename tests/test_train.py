@@ -20,6 +20,7 @@ from stratagem.cli import main
 from stratagem.rl.config import load_config
 from stratagem.rl.trainer import Trainer
 from stratagem.viz.recording import read_recording
+from tests.conftest import alive_in_session
 
 SMALL = {"num_generations": 4, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2,
          "max_completion_length": 48, "num_episodes": 2, "workers": 2, "learning_rate": 1e-2, "lora_r": 4,
@@ -234,23 +235,9 @@ def test_ctrl_c_checkpoints_the_last_finished_step_and_resume_equals_the_uninter
     done = len(_comparable(run))
     assert last.startswith(f"stratagem train: interrupted after {done} of 4 steps; checkpoint at step {done}")
     assert f"--resume {run}" in last
-    assert not _session_processes(proc.pid), "processes of the run outlived it"
+    assert not alive_in_session(proc.pid), "processes of the run outlived it"
     assert main(["train", "--resume", str(run)]) == 0
     assert _comparable(run) == _comparable(full_run)
-
-
-def _session_processes(session: int) -> list[int]:
-    """Processes still alive (not zombies) in the session ``session`` leads."""
-    alive = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == session and fields[0] != "Z":
-                alive.append(int(entry.name))
-    return alive
 
 
 def test_a_run_without_a_best_program_says_so_and_names_no_file(tiny_policy, tmp_path, capsys):
