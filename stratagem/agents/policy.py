@@ -1,11 +1,11 @@
-"""The LLM that writes programs: load a causal LM (plus a LoRA adapter) and sample completions.
+"""The LLM that writes programs: load a causal LM (plus a LoRA adapter), encode prompts, and sample.
 
-Sampling is our own loop rather than ``model.generate``: a training step needs the exact
-token ids, masks and "was it cut off" flags GRPO trains on, the random stream must come from
-one ``torch.Generator`` (saved in checkpoints, so a resumed run samples what the uninterrupted
-one would have), and a completion should stop as soon as its program is complete, not run on
-to ``max_new_tokens``. Prompts are left-padded into one batch; positions count real tokens
-only; every step after the prefill feeds one token per row through the KV cache.
+Sampling is our own engine (``stratagem.rollout``) rather than ``model.generate``: a training step needs
+the exact token ids, masks and "was it cut off" flags GRPO trains on, the random stream must come from
+one ``torch.Generator`` (saved in checkpoints, so a resumed run samples what the uninterrupted one would
+have), a completion should stop as soon as its program is complete, and on a GPU it is several times
+faster (a preallocated KV cache, a CUDA-graph decode step, one prefill per distinct prompt). Prompts are
+left-padded into one batch; positions count real tokens only.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from stratagem.rollout import Completions, SamplingParams, cache_field, filter_logits, program_complete, sample
 
 HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # "gpt2", "Qwen/Qwen3-0.6B"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -169,109 +170,6 @@ def encode_prompts(tokenizer: Any, prompts: list[str], max_length: int | None = 
     return ids, mask
 
 
-@dataclass(frozen=True)
-class SamplingParams:
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int | None = None
-    min_p: float | None = None
-    max_new_tokens: int = 256
-    stop_at_program_end: bool = True  # stop once a fenced code block closes
-
-
-@dataclass
-class Completions:
-    prompt_ids: Tensor  # [B, P], left-padded
-    prompt_mask: Tensor  # [B, P]
-    completion_ids: Tensor  # [B, C], right-padded with the pad id
-    completion_mask: Tensor  # [B, C], 1 up to and including the last generated token
-    texts: list[str]
-    truncated: list[bool]  # stopped by max_new_tokens, not by EOS or the end of the program
-
-
-def filter_logits(logits: Tensor, params: SamplingParams) -> Tensor:
-    """Temperature, then top-k, top-p (nucleus) and min-p, as vLLM and transformers apply them."""
-    logits = logits / params.temperature
-    if params.top_k is not None and params.top_k < logits.shape[-1]:
-        kth = torch.topk(logits, params.top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if params.top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        drop = probs.cumsum(-1) - probs > params.top_p  # the mass before a token already covers top_p
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    if params.min_p is not None and params.min_p > 0:
-        probs = logits.softmax(-1)
-        logits = logits.masked_fill(probs < params.min_p * probs.max(-1, keepdim=True).values, float("-inf"))
-    return logits
-
-
-_FENCE = re.compile(r"(?m)^[ \t]*```")  # [ \t], not \s: a run of blank lines stays linear
-
-
-def program_complete(text: str) -> bool:
-    """Whether a completion's code block has closed: a second fence, or a fence after unfenced code."""
-    fences = list(_FENCE.finditer(text))
-    return len(fences) >= 2 or (len(fences) == 1 and "def " in text[: fences[0].start()])
-
-
-def _backtick_tokens(tokenizer: Any) -> Tensor:
-    """Per vocabulary id: whether the token can end a fence (only then is the text decoded and checked)."""
-    cached = getattr(tokenizer, "_stratagem_backticks", None)
-    if cached is None:
-        size = max(len(tokenizer), getattr(tokenizer, "vocab_size", 0))
-        cached = torch.tensor(["`" in tokenizer.decode([i]) for i in range(size)], dtype=torch.bool)
-        tokenizer._stratagem_backticks = cached
-    return cached
-
-
-def cache_field(output: Any) -> str:
-    """The name of the KV cache in a model's output and forward: ``cache`` in newer transformers (which warn,
-    with a FutureWarning, that ``past_key_values`` goes in 5.40), ``past_key_values`` in older ones (4.56...)."""
-    return "cache" if "cache" in getattr(type(output), "__dataclass_fields__", {}) else "past_key_values"
-
-
-@torch.no_grad()
-def sample(model: Any, tokenizer: Any, prompt_ids: Tensor, prompt_mask: Tensor, params: SamplingParams,
-           generator: torch.Generator | None = None) -> Completions:  # fmt: skip
-    """Sample one completion per prompt row, all rows in one batch through one KV cache."""
-    device = next(model.parameters()).device
-    ids, mask = prompt_ids.to(device), prompt_mask.to(device)
-    batch = ids.shape[0]
-    configured = getattr(model.generation_config, "eos_token_id", None)
-    configured = configured if isinstance(configured, (list, tuple)) else [configured]
-    eos = {tokenizer.eos_token_id, *configured} - {None}
-    eos_ids = torch.tensor(sorted(eos), device=device)
-    backticks = _backtick_tokens(tokenizer).to(device) if params.stop_at_program_end else None
-    position = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=position, use_cache=True, logits_to_keep=1)
-    cache = cache_field(out)
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
-    lengths = torch.full((batch,), params.max_new_tokens, dtype=torch.long, device=device)
-    tokens: list[Tensor] = []
-    for step in range(params.max_new_tokens):
-        logits = filter_logits(out.logits[:, -1, :].float(), params)
-        token = torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
-        token = torch.where(done, torch.full_like(token, tokenizer.pad_token_id), token)
-        tokens.append(token)
-        ended = ~done & torch.isin(token, eos_ids)
-        if backticks is not None:
-            for row in (~done & ~ended & backticks[token]).nonzero().flatten().tolist():
-                if program_complete(tokenizer.decode(torch.stack(tokens)[:, row])):
-                    ended[row] = True
-        lengths[ended] = step + 1  # a row keeps the token that ended it (EOS or the closing fence)
-        done |= ended
-        if bool(done.all()):
-            break
-        mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=device)], dim=-1)
-        position = position[:, -1:] + 1
-        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position, use_cache=True,
-                    **{cache: getattr(out, cache)})  # fmt: skip
-    completion = torch.stack(tokens, dim=1) if tokens else torch.empty((batch, 0), dtype=torch.long, device=device)
-    completion_mask = (torch.arange(completion.shape[1], device=device)[None, :] < lengths[:, None]).long()
-    texts = [
-        tokenizer.decode(row[: int(n)], skip_special_tokens=True)
-        for row, n in zip(completion, lengths.tolist(), strict=True)
-    ]
-    return Completions(prompt_ids=ids.cpu(), prompt_mask=prompt_mask.cpu(), completion_ids=completion.cpu(),
-                       completion_mask=completion_mask.cpu(), texts=texts, truncated=(~done).tolist())  # fmt: skip
+__all__ = ["Completions", "ModelLoadError", "PromptTruncatedWarning", "SamplingParams", "add_lora", "cache_field",
+           "context_length", "enable_checkpointing", "encode_prompts", "filter_logits", "load_model",
+           "no_transformers_bars", "program_complete", "prompt_room", "sample"]  # fmt: skip
