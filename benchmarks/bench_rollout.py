@@ -54,7 +54,7 @@ GPT_OSS = {"hidden_size": 2880, "intermediate_size": 2880, "num_hidden_layers": 
            "layer_types": ["sliding_attention", "full_attention"] * 2}  # fmt: skip
 
 
-VARIANTS = ("hf dynamic", "hf static", "stratagem")
+VARIANTS = ("hf dynamic", "hf static", "stratagem", "no compile", "eager")
 
 
 @dataclass
@@ -99,14 +99,16 @@ def prompts(batch: int, length: int, vocab: int, device: str) -> tuple[torch.Ten
 
 def run(variant: str, model: Any, tokenizer: Any, ids: torch.Tensor, mask: torch.Tensor, tokens: int) -> float:
     """Seconds for one call that samples ``tokens`` new tokens per row."""
-    from stratagem.agents.policy import SamplingParams, sample
+    from stratagem.rollout import SamplingParams, sample
 
     sync = torch.cuda.synchronize if ids.is_cuda else (lambda: None)
     sync()
     started = time.perf_counter()
-    if variant == "stratagem":
+    if not variant.startswith("hf"):
         params = SamplingParams(max_new_tokens=tokens, stop_at_program_end=False)
-        out = sample(model, tokenizer, ids, mask, params, torch.Generator(device=ids.device).manual_seed(0))
+        graph = False if variant == "eager" else None
+        out = sample(model, tokenizer, ids, mask, params, torch.Generator(device=ids.device).manual_seed(0),
+                     cuda_graph=graph, compile=None if variant == "stratagem" else False)  # fmt: skip
         assert out.completion_ids.shape[1] == tokens, out.completion_ids.shape
     else:
         extra = {"cache_implementation": "static"} if variant == "hf static" else {}
@@ -140,7 +142,8 @@ def measure(shape: str, args: argparse.Namespace) -> list[Row]:
     for variant in args.variants:
         # Warm-up at the measured batch: kernels, autotuning, the allocator, and the compilation that
         # transformers' static cache triggers per batch shape.
-        run(variant, model, tokenizer, ids, mask, 4)
+        # (The compiled step is compiled per cache shape: its warm-up runs the measured length.)
+        run(variant, model, tokenizer, ids, mask, args.tokens if variant == "stratagem" and device == "cuda" else 4)
         if device == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
@@ -149,6 +152,12 @@ def measure(shape: str, args: argparse.Namespace) -> list[Row]:
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if device == "cuda" else float("nan")
         roofline = step_bytes / (seconds / args.tokens) / (args.bandwidth * 1e12) if device == "cuda" else float("nan")
         rows.append(Row(variant, args.batch * args.tokens / seconds, peak, roofline))
+        if args.profile and not variant.startswith("hf"):
+            from torch.profiler import ProfilerActivity, profile
+
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                run(variant, model, tokenizer, ids, mask, args.tokens)
+            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15, max_name_column_width=60))
     del model
     if device == "cuda":
         torch.cuda.empty_cache()
@@ -167,6 +176,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS,
                         help="the first is the baseline of the 'vs' column")  # fmt: skip
     parser.add_argument("--bandwidth", type=float, default=4.3, help="the GPU's memory bandwidth, TB/s")
+    parser.add_argument("--profile", action="store_true", help="also print the top kernels of one stratagem call")
     args = parser.parse_args()
     args.device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     args.quick = args.quick or args.device == "cpu"
