@@ -18,9 +18,10 @@ ALLOWED = {
     "client": {"envs", "server"},  # server.protocol only: the messages both ends speak
     "gym": {"envs", "client"},
     "viz": {"envs"},
-    "agents": {"envs", "client", "kernels", "sandbox", "viz"},
+    "agents": {"envs", "client", "kernels", "rollout", "sandbox", "viz"},
     "kernels": set(),
-    "rl": {"agents", "envs", "kernels", "sandbox", "viz"},
+    "rollout": {"kernels"},  # sampling: below agents (policy.sample is it), above the kernels it runs
+    "rl": {"agents", "envs", "kernels", "rollout", "sandbox", "viz"},
 }
 
 
