@@ -10,6 +10,7 @@ import torch
 
 from stratagem.rl.losses import LOSS_TYPES, BatchTotals, LossSettings, group_advantages, policy_loss
 
+pytestmark = pytest.mark.filterwarnings("ignore:loss_type=.luspo. is the paper:UserWarning")
 DTYPE = torch.float64
 LEVELS = ("token", "sequence")
 
@@ -45,6 +46,14 @@ def reference_loss(logps, old_logps, ref_logps, advantages, mask, s: LossSetting
                 weight = min(ratio.item(), eps_high)  # a plain float: no gradient through it
                 loss = -weight * A * logps[i, t]
                 clipped += ratio.item() > eps_high
+            elif s.loss_type == "sapo":
+                tau = s.sapo_temperature_pos if A > 0 else s.sapo_temperature_neg
+                loss = -torch.sigmoid(tau * (ratio - 1)) * 4 / tau * A
+            elif s.loss_type == "vespo":  # the whole sequence's ratio, clamped, as a plain float
+                log_w = sum(min(max((logps[i, u] - old_logps[i, u]).item(), -20), 20) for u in active)
+                log_w = min(max(log_w, math.log(1e-8)), 20.0)
+                k, lam = (s.vespo_k_pos, s.vespo_lambda_pos) if A >= 0 else (s.vespo_k_neg, s.vespo_lambda_neg)
+                loss = -math.exp(lam + k * log_w - lam * math.exp(log_w)) * A * logps[i, t]
             else:
                 clipped_ratio = min(max(ratio, 1 - s.epsilon), 1 + eps_high)
                 unclipped_ratio = ratio if s.delta is None else min(ratio, s.delta)
@@ -59,12 +68,14 @@ def reference_loss(logps, old_logps, ref_logps, advantages, mask, s: LossSetting
         sequence_losses.append(sum(token_losses))
         counts.append(len(active))
     total = sum(sequence_losses)
-    if s.loss_type == "grpo":
+    if s.loss_type in ("grpo", "sapo"):
         loss = sum(x / max(n, 1) for x, n in zip(sequence_losses, counts, strict=True)) / totals.num_sequences
     elif s.loss_type == "bnpo":
         loss = total / max(sum(counts), 1) / totals.num_micro_batches
     elif s.loss_type == "dr_grpo":
         loss = total / (totals.num_sequences * s.max_completion_length)
+    elif s.loss_type == "luspo":
+        loss = total / totals.num_sequences
     else:
         loss = total / totals.num_tokens
     return loss, clipped, capped
@@ -78,12 +89,17 @@ def loss_and_grad(fn, batch, settings, totals):
     return loss.detach(), logps.grad, rest
 
 
+CLIPPED = [t for t in LOSS_TYPES if t not in ("sapo", "vespo")]  # sapo and vespo have no clip, epsilon or delta
 MATRIX = [
     dict(loss_type=loss_type, importance_sampling_level=level, beta=beta, delta=delta, epsilon_high=epsilon_high)
     for loss_type, level, beta, delta, epsilon_high in itertools.product(
-        LOSS_TYPES, LEVELS, (0.0, 0.1), (None, 1.5), (None, 0.28)
+        CLIPPED, LEVELS, (0.0, 0.1), (None, 1.5), (None, 0.28)
     )
+    if not (loss_type == "luspo" and level == "token")  # warned about; its own case below
 ]
+MATRIX += [dict(loss_type="sapo", importance_sampling_level=level, beta=beta, sapo_temperature_neg=tau)
+           for level, beta, tau in itertools.product(LEVELS, (0.0, 0.1), (1.05, 2.0))]  # fmt: skip
+MATRIX += [dict(loss_type="vespo", beta=beta, vespo_k_neg=k) for beta, k in itertools.product((0.0, 0.1), (3.0, 0.5))]
 # CISPO with an epsilon_high where some weights are capped and some are not
 MATRIX += [dict(loss_type="cispo", importance_sampling_level=level, beta=0.1, epsilon_high=1.2) for level in LEVELS]
 
@@ -101,6 +117,8 @@ def test_policy_loss_matches_token_loop(kwargs):
     assert loss.ndim == 0
     torch.testing.assert_close(loss, ref_loss, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(grad, ref_grad, rtol=1e-12, atol=1e-12)
+    if settings.loss_type in ("sapo", "vespo"):  # no clipping to count
+        return
     assert 0 < clipped < sum(lengths), "clipping must trigger on some tokens and spare others"
     if settings.delta is not None and settings.loss_type != "cispo":
         assert capped > 0, "delta must cap some ratios"
@@ -209,6 +227,9 @@ def test_group_advantages_rejects_bad_input():
         ("dapo", None, lambda lengths: sum(lengths)),
         ("dr_grpo", None, lambda lengths: len(lengths) * 16),
         ("cispo", 5.0, lambda lengths: sum(lengths)),  # on-policy CISPO is plain REINFORCE too
+        ("sapo", None, lambda lengths: torch.tensor(lengths, dtype=DTYPE).unsqueeze(1) * len(lengths)),  # gate 1
+        ("vespo", None, lambda lengths: sum(lengths)),  # phi(1) = 1
+        ("luspo", None, lambda lengths: len(lengths)),  # a sequence's tokens sum: it weighs its length
     ],
 )
 def test_on_policy_gradient_is_the_policy_gradient(loss_type, epsilon_high, normaliser):
@@ -224,7 +245,10 @@ def test_on_policy_gradient_is_the_policy_gradient(loss_type, epsilon_high, norm
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"loss_type": "ppo"}, r"loss_type='ppo'.*'grpo', 'bnpo', 'dr_grpo', 'dapo', 'cispo'"),
+        ({"loss_type": "ppo"}, r"loss_type='ppo'.*'grpo', 'bnpo', 'dr_grpo', 'dapo', 'cispo', 'luspo', 'sapo'"),
+        ({"sapo_temperature_neg": 0.0}, r"sapo_temperature_neg=0\.0.*> 0"),
+        ({"vespo_lambda_pos": -1.0}, r"vespo_lambda_pos=-1\.0.*> 0"),
+        ({"vespo_k_neg": -0.5}, r"vespo_k_neg=-0\.5.*>= 0"),
         ({"importance_sampling_level": "tokens"}, r"importance_sampling_level='tokens'.*'token', 'sequence'"),
         ({"delta": 1.2}, r"delta=1\.2.*> 1 \+ epsilon_high = 1\.2"),
         ({"delta": 1.25, "epsilon_high": 0.28}, r"delta=1\.25.*> 1 \+ epsilon_high = 1\.28"),
@@ -242,3 +266,47 @@ def test_settings_validation_names_field_value_and_allowed(kwargs, message):
 def test_valid_settings_are_accepted():
     LossSettings(loss_type="cispo", epsilon_high=5.0)
     LossSettings(loss_type="grpo", importance_sampling_level="sequence", delta=1.3, beta=0.04)
+
+
+# Cases computed by TRL 1.16.0's own GRPOTrainer._compute_loss (one process, no gradient accumulation), from
+# /work/notes/issue16_losses.md: m = [[1,1,1],[1,1,0]], A = [1, -0.5], logp = [[-1,-2,-0.5],[-1,-1,-7]],
+# old = logp - D; the padded D is junk that must not count.
+TRL_CASES = [
+    ("sapo token", dict(loss_type="sapo"), [[0, math.log(1.2), math.log(0.8)], [math.log(1.5), 0, math.log(3)]],
+     [1.0, -0.5], -0.462707, [[-1 / 6, -0.198013, -0.132009], [0.175151, 0.125, 0]]),
+    ("sapo sequence", dict(loss_type="sapo", importance_sampling_level="sequence"), [[0.3] * 3, [-0.1, -0.1, 5]],
+     [1.0, -0.5], -0.720747, [[-0.218230] * 3, [0.112823, 0.112823, 0]]),
+    ("luspo sequence", dict(loss_type="luspo", importance_sampling_level="sequence"), [[0.3] * 3, [-0.1, -0.1, 5]],
+     [1.0, -0.5], -1.347581, [[0, 0, 0], [0.226209, 0.226209, 0]]),
+    ("luspo delta", dict(loss_type="luspo", importance_sampling_level="sequence", delta=1.5),
+     [[0.5] * 3, [0, 0, 9]], [-1.0, 1.0], 1.25, [[0, 0, 0], [-0.5, -0.5, 0]]),
+    ("vespo off-policy", dict(loss_type="vespo"), [[0.1, 0.1, 0.2], [-0.2, -0.3, 5]], [1.0, -0.5], 0.258212,
+     [[-0.101783] * 3, [0.049014, 0.049014, 0]]),
+    ("vespo clamps", dict(loss_type="vespo"), [[10, 10, 5], [-15, -15, 0]], [1.0, -0.5], 0.0, [[0] * 3, [0] * 3]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "kwargs", "log_ratio", "advantages", "loss", "grad"), TRL_CASES,
+                         ids=[case[0] for case in TRL_CASES])  # fmt: skip
+def test_new_loss_types_equal_trl_1_16_on_its_own_numbers(name, kwargs, log_ratio, advantages, loss, grad):
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]], dtype=torch.bool)
+    logps = torch.tensor([[-1, -2, -0.5], [-1, -1, -7]], dtype=DTYPE, requires_grad=True)
+    old = logps.detach() - torch.tensor(log_ratio, dtype=DTYPE)
+    value, metrics = policy_loss(logps, old, None, torch.tensor(advantages, dtype=DTYPE), mask,
+                                 LossSettings(**kwargs), BatchTotals(2, 5, 1))  # fmt: skip
+    value.backward()
+    assert value.item() == pytest.approx(loss, abs=1e-6)
+    torch.testing.assert_close(logps.grad, torch.tensor(grad, dtype=DTYPE), atol=1e-6, rtol=0)
+    if kwargs["loss_type"] == "vespo":
+        assert 0 <= metrics["vespo/phi_seq_mean"] < 1
+
+
+def test_luspo_with_token_ratios_warns_and_sums_token_terms_per_sequence():
+    with pytest.warns(UserWarning, match="importance_sampling_level='sequence'"):
+        settings = LossSettings(loss_type="luspo")
+    lengths = [5, 2, 4]
+    batch = make_batch(lengths, T=6, seed=3)
+    loss, grad, _ = loss_and_grad(policy_loss, batch, settings, BatchTotals(3, sum(lengths), 1))
+    ref_loss, ref_grad, _ = loss_and_grad(reference_loss, batch, settings, BatchTotals(3, sum(lengths), 1))
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-12, atol=1e-12)

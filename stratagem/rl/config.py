@@ -75,6 +75,12 @@ class GRPOConfig(BaseModel):
     beta: float = Field(0.0, ge=0, description="KL coefficient; the reference is the model without the adapter")
     scale_rewards: Literal["group", "batch", "none"] = "group"
     mask_truncated_completions: bool = False
+    sapo_temperature_pos: float = Field(1.0, gt=0, description="SAPO's gate temperature where the advantage is > 0")
+    sapo_temperature_neg: float = Field(1.05, gt=0, description="SAPO's gate temperature where the advantage is <= 0")
+    vespo_k_pos: float = Field(2.0, ge=0, description="VESPO's power k where the advantage is >= 0")
+    vespo_lambda_pos: float = Field(3.0, gt=0, description="VESPO's decay lambda where the advantage is >= 0")
+    vespo_k_neg: float = Field(3.0, ge=0, description="VESPO's power k where the advantage is < 0")
+    vespo_lambda_neg: float = Field(2.0, gt=0, description="VESPO's decay lambda where the advantage is < 0")
 
     # Optimizer and schedule.
     learning_rate: float = Field(1e-6, gt=0)
@@ -149,9 +155,8 @@ class GRPOConfig(BaseModel):
         return self.per_device_train_batch_size * self.gradient_accumulation_steps
 
     def loss_settings(self) -> LossSettings:
-        return LossSettings(loss_type=self.loss_type, importance_sampling_level=self.importance_sampling_level,
-                            epsilon=self.epsilon, epsilon_high=self.epsilon_high, delta=self.delta, beta=self.beta,
-                            max_completion_length=self.max_completion_length)  # fmt: skip
+        fields = [name for name in LossSettings.__dataclass_fields__ if name != "loss_type"]
+        return LossSettings(loss_type=self.loss_type, **{name: getattr(self, name) for name in fields})
 
     def rubric(self) -> Rubric:
         return Rubric(weights=dict(self.reward_weights)) if self.reward_weights else Rubric()
