@@ -8,9 +8,15 @@ import math
 import pytest
 import torch
 
-from stratagem.rl.losses import LOSS_TYPES, BatchTotals, LossSettings, group_advantages, policy_loss
+from stratagem.rl.losses import (
+    LOSS_TYPES,
+    BatchTotals,
+    LossSettings,
+    LossSettingWarning,
+    group_advantages,
+    policy_loss,
+)
 
-pytestmark = pytest.mark.filterwarnings("ignore:loss_type=.luspo. is the paper:UserWarning")
 DTYPE = torch.float64
 LEVELS = ("token", "sequence")
 
@@ -302,8 +308,11 @@ def test_new_loss_types_equal_trl_1_16_on_its_own_numbers(name, kwargs, log_rati
 
 
 def test_luspo_with_token_ratios_warns_and_sums_token_terms_per_sequence():
-    with pytest.warns(UserWarning, match="importance_sampling_level='sequence'"):
-        settings = LossSettings(loss_type="luspo")
+    from stratagem.rl.config import make_config
+
+    with pytest.warns(LossSettingWarning, match="importance_sampling_level='sequence'"):
+        make_config({"loss_type": "luspo"})
+    settings = LossSettings(loss_type="luspo")
     lengths = [5, 2, 4]
     batch = make_batch(lengths, T=6, seed=3)
     loss, grad, _ = loss_and_grad(policy_loss, batch, settings, BatchTotals(3, sum(lengths), 1))

@@ -146,7 +146,7 @@ class GRPOConfig(BaseModel):
                 f"multiple of num_generations = {self.num_generations}; e.g. set per_device_train_batch_size to "
                 f"{self.num_generations}"
             )
-        self.loss_settings()  # the loss's own checks (delta above 1 + epsilon_high, ...)
+        self.loss_settings().warn_if_unusual()  # the loss's own checks (delta above 1 + epsilon_high, ...)
         self.rubric()  # reward function names known, weights finite
         return self
 

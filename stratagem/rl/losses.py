@@ -43,6 +43,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+
+class LossSettingWarning(UserWarning):
+    """A loss setting that runs but is not what the method's paper means."""
+
+
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "luspo", "sapo", "vespo")
 IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 SCALE_REWARDS = ("group", "batch", "none")
@@ -121,10 +126,13 @@ class LossSettings:
         for name in ("vespo_k_pos", "vespo_k_neg"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name}={getattr(self, name)}; expected >= 0")
+
+    def warn_if_unusual(self) -> None:
+        """Settings that run but are not the method as its paper defines it (the config says so once, when made)."""
         if self.loss_type == "luspo" and self.importance_sampling_level != "sequence":
             warnings.warn("loss_type='luspo' is the paper's with importance_sampling_level='sequence' (and a small "
                           "epsilon, 2e-3); with 'token' it sums token-level PPO terms per sequence",
-                          UserWarning, stacklevel=3)  # fmt: skip
+                          LossSettingWarning, stacklevel=2)  # fmt: skip
 
     @property
     def eps_high(self) -> float:
