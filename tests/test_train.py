@@ -174,11 +174,12 @@ def test_micro_batches_through_the_trainer_give_the_one_batch_gradient(tiny_poli
             torch.nn.init.normal_(p, std=0.02)
         grads = []
         for micro, steps in ((8, 1), (4, 2), (2, 4)):
-            trainer.config = config.model_copy(update={"per_device_train_batch_size": micro,
+            learner = trainer.learner
+            learner.config = config.model_copy(update={"per_device_train_batch_size": micro,
                                                        "gradient_accumulation_steps": steps})  # fmt: skip
-            trainer.accumulate(trainer.batch(completions, advantages), None, None)
+            learner.accumulate(learner.batch(completions, advantages), None, None)
             grads.append([p.grad.clone() for p in params])
-            trainer.optimizer.zero_grad(set_to_none=True)
+            learner.optimizer.zero_grad(set_to_none=True)
         for other in grads[1:]:
             for a, b in zip(grads[0], other, strict=True):
                 assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)

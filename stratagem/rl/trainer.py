@@ -6,13 +6,11 @@ One step, top to bottom (``Trainer.step``):
    task prompt, in groups of ``num_generations`` (``agents.policy``);
 2. play every program of a group on the same episode seeds (common random numbers), in the
    sandbox (``agents.runner``), and score it with the rubric (``agents.rewards``);
-3. group-relative advantages, then ``num_iterations`` optimizer updates over micro-batches,
-   each micro-batch's loss normalised by the whole batch's counts so that accumulation equals
-   one big batch (``losses.py``); log-probs chunk by chunk, never the full logits (``logprobs.py``);
+3. group-relative advantages, then the learner's ``num_iterations`` optimizer updates over
+   micro-batches (``learner.py``);
 4. log, keep the best program, checkpoint and redraw curves.png (``rundir.py``, ``checkpoint.py``).
 
-The KL reference, when ``beta > 0``, is the same model with its adapter switched off: no
-second copy in memory. The trainer does not know which loss variant it runs.
+The trainer does not know which loss variant it runs.
 """
 
 from __future__ import annotations
@@ -48,22 +46,9 @@ from stratagem.agents.runner import Limits, Runner
 from stratagem.envs.spec import resolve
 from stratagem.rl.checkpoint import latest_checkpoint, load_state, restore_rng, rng_state, save_checkpoint
 from stratagem.rl.config import ConfigError, GRPOConfig, make_config, read_yaml
-from stratagem.rl.logprobs import model_token_logprobs
-from stratagem.rl.losses import BatchTotals, group_advantages, policy_loss
+from stratagem.rl.learner import Learner
+from stratagem.rl.losses import group_advantages
 from stratagem.rl.rundir import RunDir
-
-
-@dataclass
-class TrainBatch:
-    """One generated batch as the learner sees it: prompt + completion ids, masks, advantages."""
-
-    ids: torch.Tensor  # [B, P + C]
-    attention: torch.Tensor  # [B, P + C]
-    positions: torch.Tensor  # [B, P + C], counting real tokens only (left padding)
-    mask: torch.Tensor  # [B, C], the completion tokens the loss counts
-    advantages: torch.Tensor  # [B]
-    slices: list[slice]  # the micro-batches
-    totals: BatchTotals
 
 
 @dataclass
@@ -117,16 +102,7 @@ class Trainer:
         self.model = add_lora(base, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
         if config.gradient_checkpointing:
             enable_checkpointing(self.model)
-        self.trainable = [p for p in self.model.parameters() if p.requires_grad]  # the adapter
-        self.optimizer = torch.optim.AdamW(self.trainable,
-                                           lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
-                                           eps=config.adam_epsilon, weight_decay=config.weight_decay)  # fmt: skip
-        from transformers import get_scheduler
-
-        updates = config.max_steps * config.num_iterations
-        warmup = config.warmup_steps or math.ceil(config.warmup_ratio * updates)
-        self.scheduler = get_scheduler(config.lr_scheduler_type, self.optimizer, num_warmup_steps=warmup,
-                                       num_training_steps=updates)  # fmt: skip
+        self.learner = Learner(self.model, config, self.device)  # the adapter's optimizer, schedule and loss
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.sampling = config.sampling_params()
         batch = config.generation_batch_size
@@ -202,7 +178,7 @@ class Trainer:
                      t_reward: float) -> dict[str, Any]:  # fmt: skip
         config = self.config
         timer = time.perf_counter()
-        train_metrics = self.update(completions, advantages)
+        train_metrics = self.learner.update(completions, advantages)
         t_update = time.perf_counter() - timer
 
         self.step_done = step
@@ -216,64 +192,6 @@ class Trainer:
                 for text, r, s in zip(completions.texts, results, scored, strict=True)])  # fmt: skip
         self._keep_best(step, results, scored)
         return metrics
-
-    def update(self, completions: Any, advantages: torch.Tensor) -> dict[str, float]:
-        """``num_iterations`` optimizer updates on this batch; returns the last update's metrics."""
-        batch = self.batch(completions, advantages)
-        with torch.no_grad():
-            old = self.logps(batch) if self.config.num_iterations > 1 else None  # the sampling policy's
-            ref = None
-            if self.config.beta > 0:
-                with self.model.disable_adapter():
-                    ref = self.logps(batch)
-        sums: dict[str, float] = {}
-        for _ in range(self.config.num_iterations):
-            sums = self.accumulate(batch, old, ref)
-            sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm))
-            sums["learning_rate"] = self.scheduler.get_last_lr()[0]
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-        return sums
-
-    def batch(self, completions: Any, advantages: torch.Tensor) -> TrainBatch:
-        mask = completions.completion_mask.clone().float()
-        if self.config.mask_truncated_completions:
-            mask[torch.tensor(completions.truncated, dtype=torch.bool)] = 0.0
-        ids = torch.cat([completions.prompt_ids, completions.completion_ids], dim=1)
-        attention = torch.cat([completions.prompt_mask, completions.completion_mask], dim=1)
-        micro = self.config.per_device_train_batch_size
-        slices = [slice(i, i + micro) for i in range(0, ids.shape[0], micro)]
-        return TrainBatch(ids=ids.to(self.device), attention=attention.to(self.device),
-                          positions=(attention.cumsum(-1) - 1).clamp(min=0).to(self.device),
-                          mask=mask.to(self.device), advantages=advantages.to(self.device), slices=slices,
-                          totals=BatchTotals(num_sequences=ids.shape[0], num_tokens=int(mask.sum()),
-                                             num_micro_batches=len(slices)))  # fmt: skip
-
-    def logps(self, batch: TrainBatch, part: slice | None = None) -> torch.Tensor:
-        """Per-token log-probs of the completion tokens, for one micro-batch or (``None``) all of them."""
-        if part is None:
-            return torch.cat([self.logps(batch, s) for s in batch.slices])
-        return model_token_logprobs(self.model, batch.ids[part], batch.attention[part], batch.positions[part],
-                                    batch.mask.shape[1],
-                                    temperature=self.config.temperature,
-                                    chunk_size=self.config.logprob_chunk_size)  # fmt: skip
-
-    def accumulate(self, batch: TrainBatch, old: torch.Tensor | None, ref: torch.Tensor | None) -> dict[str, float]:
-        """Backward through every micro-batch; each loss is normalised by the whole batch's counts, so the
-        summed gradient equals one big batch's (``losses.BatchTotals``)."""
-        self.model.train()
-        settings, sums = self.config.loss_settings(), {"loss": 0.0}
-        for part in batch.slices:
-            logps = self.logps(batch, part)
-            old_part = old[part] if old is not None else logps.detach()
-            loss, parts = policy_loss(logps, old_part, ref[part] if ref is not None else None,
-                                      batch.advantages[part], batch.mask[part], settings, batch.totals)  # fmt: skip
-            loss.backward()
-            sums["loss"] += loss.item()
-            for name, value in parts.items():
-                sums[name] = sums.get(name, 0.0) + value / len(batch.slices)
-        return sums
 
     # -- bookkeeping --------------------------------------------------------------------------
 
@@ -339,8 +257,8 @@ class Trainer:
             self.runner.evaluate([text], seeds, record=self.run.replays)
 
     def checkpoint(self, rng: dict[str, Any] | None = None) -> None:
-        state = {"step": self.step_done, "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "rng": rng or rng_state(self.generator),
+        state = {"step": self.step_done, "optimizer": self.learner.optimizer.state_dict(),
+                 "scheduler": self.learner.scheduler.state_dict(), "rng": rng or rng_state(self.generator),
                  "best": vars(self.best)}  # fmt: skip
         save_checkpoint(self.run.checkpoints, self.step_done, self.model, state, keep=self.config.save_total_limit)
         self.saved_step = self.step_done
@@ -362,8 +280,8 @@ class Trainer:
             return
         state = load_state(checkpoint)
         set_peft_model_state_dict(self.model, load_file(checkpoint / "adapter_model.safetensors", device=self.device))
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        self.learner.optimizer.load_state_dict(state["optimizer"])
+        self.learner.scheduler.load_state_dict(state["scheduler"])
         restore_rng(state["rng"], self.generator)
         self.step_done, self.best = state["step"], Best(**state["best"])
         self.saved_step = self.step_done
