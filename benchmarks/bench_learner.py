@@ -1,0 +1,338 @@
+"""The learner end to end against TRL's GRPOTrainer on the same model: time per step, peak memory, longest fit.
+
+    python benchmarks/bench_learner.py [--shape qwen3|gpt-oss] [--variants trl ours ours-sdpa]
+                                       [--generations 64] [--group 8] [--prompt 128] [--completion 256]
+                                       [--lengths 1024 4096 16384 32768] [--device auto|cpu|cuda] [--quick]
+
+One random-initialised model (the shapes of ``bench_rollout.py``, bf16 on CUDA), saved to a directory with a
+word-level tokenizer over its whole vocabulary, so both trainers load the same weights offline. Same prompts
+(random words, ``--prompt`` long), same group size, completion length and loss (``dapo``, beta 0), LoRA r=16
+alpha=32 on every linear layer, one optimizer step per generated batch of ``--generations`` completions
+(micro-batches of 8), temperature 1, the end-of-sequence token never drawn in practice (a 150k vocabulary). The
+reward is a cheap stand-in, the same function for both (the fraction of distinct words in a completion).
+
+- ``trl``: TRL's ``GRPOTrainer`` (``pip install trl``; skipped with a note where it is missing), transformers'
+  own attention (sdpa, eager for gpt-oss's sinks), gradient checkpointing on (its default);
+- ``ours``: ``rollout.sample`` + ``rl.learner.Learner``, our attention on CUDA (``attn_implementation=
+  "stratagem"``), gradient checkpointing on;
+- ``ours-sdpa``: the same with transformers' sdpa attention.
+
+First table: seconds per optimizer step split into sample / reward / update (the mean of ``--steps`` steps
+after one warm-up step), and the peak GPU memory over the steps. TRL's split: its ``generate`` calls and its
+reward function timed from outside, the update the rest of the step. Second table: the longest completion that
+fits (``--lengths``, one update of ``--length-batch`` completions each; generation replaced by random tokens of
+that length, for both: this measures the learner, and sampling 32k tokens would take the whole budget).
+
+``--device cpu`` (implied ``--quick``): a tiny Qwen3 shape, 4 completions of 8 tokens, lengths 16 and 32; the
+test suite runs it so the code path stays alive where there is no GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_rollout import build  # the same shapes and tokenizer
+
+VARIANTS = ("trl", "ours", "ours-sdpa")
+
+
+@dataclass
+class StepTimes:
+    sample: list[float] = field(default_factory=list)
+    reward: list[float] = field(default_factory=list)
+    update: list[float] = field(default_factory=list)
+    peak_gib: float = float("nan")
+
+
+def stand_in_reward(completions: list[str], **kwargs: Any) -> list[float]:
+    """The same cheap reward for both trainers: the fraction of distinct words (TRL's reward signature)."""
+    return [len(set(text.split())) / max(len(text.split()), 1) for text in completions]
+
+
+def save_model(shape: str, quick: bool, device: str, where: Path) -> Path:
+    from stratagem.agents.policy import no_transformers_bars
+
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model, tokenizer = build(shape, quick, "cpu", dtype)
+    with no_transformers_bars():
+        model.save_pretrained(where)
+    tokenizer.save_pretrained(where)
+    return where
+
+
+def prompts(count: int, length: int, vocab: int) -> list[str]:
+    g = torch.Generator().manual_seed(1)
+    return [" ".join(f"t{int(i)}" for i in torch.randint(2, vocab, (length,), generator=g)) for _ in range(count)]
+
+
+@contextlib.contextmanager
+def peak_memory(device: str, into: StepTimes) -> Iterator[None]:
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    yield
+    if device == "cuda":
+        into.peak_gib = torch.cuda.max_memory_allocated() / 2**30
+
+
+def our_config(args: argparse.Namespace, completion: int, generations: int) -> Any:
+    from stratagem.rl.config import make_config
+
+    return make_config({"model": str(args.model_dir), "device": args.device, "max_steps": 1000,
+                        "dtype": "bfloat16" if args.device == "cuda" else "float32", "loss_type": "dapo",
+                        "beta": 0.0, "num_generations": min(args.group, generations),
+                        "per_device_train_batch_size": min(8, generations),
+                        "gradient_accumulation_steps": max(1, generations // 8), "learning_rate": 1e-5,
+                        "max_completion_length": completion, "max_prompt_length": None, "lora_r": 16,
+                        "lora_alpha": 32, "lora_dropout": 0.0, "gradient_checkpointing": True})  # fmt: skip
+
+
+def load_ours(args: argparse.Namespace, variant: str, completion: int, generations: int) -> tuple[Any, Any, Any]:
+    from stratagem.agents.policy import add_lora, enable_checkpointing, load_model
+    from stratagem.rl.learner import Learner
+
+    config = our_config(args, completion, generations)
+    attention = "sdpa" if variant == "ours-sdpa" or args.device != "cuda" else "stratagem"
+    base, tokenizer = load_model(args.model_dir, config.dtype, args.device, attention)
+    model = add_lora(base, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
+    enable_checkpointing(model)
+    return model, tokenizer, Learner(model, config, args.device)
+
+
+def run_ours(args: argparse.Namespace, variant: str) -> StepTimes:
+    from stratagem.agents.policy import encode_prompts
+    from stratagem.rl.losses import group_advantages
+    from stratagem.rollout import SamplingParams, sample
+
+    model, tokenizer, learner = load_ours(args, variant, args.completion, args.generations)
+    texts = [p for p in prompts(args.generations // args.group, args.prompt, args.vocab) for _ in range(args.group)]
+    ids, mask = encode_prompts(tokenizer, texts)
+    params = SamplingParams(max_new_tokens=args.completion, stop_at_program_end=False)
+    generator = torch.Generator(device=args.device).manual_seed(0)
+    times = StepTimes()
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+    with peak_memory(args.device, times):
+        for step in range(args.steps + 1):
+            started = time.perf_counter()
+            model.eval()
+            completions = sample(model, tokenizer, ids, mask, params, generator)
+            sync()
+            sampled = time.perf_counter()
+            rewards = torch.tensor(stand_in_reward(completions.texts))
+            advantages = group_advantages(rewards, args.group)
+            rewarded = time.perf_counter()
+            learner.update(completions, advantages)
+            sync()
+            if step:  # the first step warms up (compiles, tunes kernels)
+                times.sample.append(sampled - started)
+                times.reward.append(rewarded - sampled)
+                times.update.append(time.perf_counter() - rewarded)
+    return times
+
+
+@contextlib.contextmanager
+def timed(owner: Any, name: str, into: list[float]) -> Iterator[None]:
+    """Every call of ``owner.name`` timed into ``into`` (TRL's generate and reward, seen from outside)."""
+    original = getattr(owner, name)
+
+    def wrapper(*a: Any, **kw: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return original(*a, **kw)
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            into.append(time.perf_counter() - started)
+
+    setattr(owner, name, wrapper)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+def trl_trainer(args: argparse.Namespace, completion: int, generations: int, steps: int,
+                reward: Callable[..., list[float]]) -> Any:  # fmt: skip
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers.trainer_callback import PrinterCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from stratagem.agents.policy import no_transformers_bars
+
+    config = GRPOConfig(output_dir=str(args.model_dir / "trl"), max_steps=steps, learning_rate=1e-5,
+                        per_device_train_batch_size=min(8, generations),
+                        gradient_accumulation_steps=max(1, generations // 8),
+                        num_generations=min(args.group, generations), max_completion_length=completion,
+                        loss_type="dapo", beta=0.0, temperature=1.0, logging_steps=1, report_to="none",
+                        save_strategy="no", bf16=args.device == "cuda", use_cpu=args.device == "cpu",
+                        gradient_checkpointing=True, seed=0, disable_tqdm=True)  # fmt: skip
+    attention = "eager" if args.shape == "gpt-oss" else "sdpa"
+    config.model_init_kwargs = {"dtype": torch.bfloat16 if args.device == "cuda" else torch.float32,
+                                "attn_implementation": attention}  # fmt: skip
+    texts = prompts(max(generations // args.group, 1) * steps * 2, args.prompt, args.vocab)
+    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    with no_transformers_bars():
+        trainer = GRPOTrainer(model=str(args.model_dir), reward_funcs=reward, args=config,
+                              train_dataset=Dataset.from_dict({"prompt": texts}), peft_config=lora)  # fmt: skip
+    trainer.remove_callback(PrinterCallback)  # its per-step dicts; the table says what is measured
+    return trainer
+
+
+def run_trl(args: argparse.Namespace) -> StepTimes:
+    from transformers import GenerationMixin, TrainerCallback
+
+    times, generate, rewards, steps = StepTimes(), [], [], []
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, *a: Any, **kw: Any) -> None:
+            self.started = time.perf_counter()
+
+        def on_step_end(self, *a: Any, **kw: Any) -> None:
+            steps.append(time.perf_counter() - self.started)
+
+    def reward(completions: list[str], **kw: Any) -> list[float]:
+        started = time.perf_counter()
+        try:
+            return stand_in_reward(completions)
+        finally:
+            rewards.append(time.perf_counter() - started)
+
+    trainer = trl_trainer(args, args.completion, args.generations, args.steps + 1, reward)
+    trainer.add_callback(Clock())
+    marks: list[int] = []
+
+    class Marks(TrainerCallback):  # where each step's generate and reward calls start
+        def on_step_begin(self, *a: Any, **kw: Any) -> None:
+            marks.append((len(generate), len(rewards)))
+
+    trainer.add_callback(Marks())
+    with peak_memory(args.device, times), timed(GenerationMixin, "generate", generate):
+        trainer.train()
+    marks.append((len(generate), len(rewards)))
+    for step in range(1, len(steps)):  # step 0 warms up
+        (g0, r0), (g1, r1) = marks[step], marks[step + 1]
+        sample_s, reward_s = sum(generate[g0:g1]), sum(rewards[r0:r1])
+        times.sample.append(sample_s)
+        times.reward.append(reward_s)
+        times.update.append(steps[step] - sample_s - reward_s)
+    return times
+
+
+def fits_ours(args: argparse.Namespace, variant: str, length: int) -> bool:
+    """One update of ``--length-batch`` random completions of ``length`` tokens; False on running out of memory."""
+    from stratagem.rollout.sampling import Completions
+
+    model, _, learner = load_ours(args, variant, length, args.length_batch)
+    batch, vocab = args.length_batch, args.vocab
+    g = torch.Generator().manual_seed(0)
+    completions = Completions(prompt_ids=torch.randint(2, vocab, (batch, args.prompt), generator=g),
+                              prompt_mask=torch.ones(batch, args.prompt, dtype=torch.long),
+                              completion_ids=torch.randint(2, vocab, (batch, length), generator=g),
+                              completion_mask=torch.ones(batch, length, dtype=torch.long), texts=[""] * batch,
+                              truncated=[True] * batch)  # fmt: skip
+    try:
+        learner.update(completions, torch.randn(batch, generator=g))
+        return True
+    except torch.OutOfMemoryError:
+        return False
+    finally:
+        del model, learner
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
+
+
+def fits_trl(args: argparse.Namespace, length: int) -> bool:
+    """TRL's step with ``generate`` answering random tokens of ``length`` at once; False on running out of memory."""
+    from transformers import GenerationMixin
+
+    def instant(self: Any, input_ids: torch.Tensor, **kw: Any) -> torch.Tensor:
+        tail = torch.randint(2, args.vocab, (input_ids.shape[0], length), device=input_ids.device)
+        return torch.cat([input_ids, tail], dim=1)
+
+    trainer = trl_trainer(args, length, args.length_batch, 1, stand_in_reward)
+    original = GenerationMixin.generate
+    GenerationMixin.generate = instant
+    try:
+        trainer.train()
+        return True
+    except torch.OutOfMemoryError:
+        return False
+    finally:
+        GenerationMixin.generate = original
+        del trainer
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
+
+
+def trl_missing() -> str | None:
+    try:
+        import datasets  # noqa: F401
+        import trl  # noqa: F401
+    except ImportError as exc:
+        return f"trl left out: {exc} (pip install trl)"
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser.add_argument("--shape", choices=["qwen3", "gpt-oss"], default="qwen3")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--generations", type=int, default=64, help="completions per optimizer step")
+    parser.add_argument("--group", type=int, default=8, help="completions per prompt (num_generations)")
+    parser.add_argument("--prompt", type=int, default=128)
+    parser.add_argument("--completion", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=2, help="measured steps, after one warm-up step")
+    parser.add_argument("--lengths", type=int, nargs="*", default=[1024, 4096, 16384, 32768])
+    parser.add_argument("--length-batch", type=int, default=8)
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    args.device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    args.quick = args.quick or args.device == "cpu"
+    if args.quick:
+        args.shape, args.generations, args.group, args.prompt, args.completion = "qwen3", 4, 2, 8, 8
+        args.steps, args.length_batch = 1, 2
+        args.lengths = [n for n in args.lengths if n <= 32] or [16, 32]
+    variants = list(args.variants)
+    if "trl" in variants and (why := trl_missing()):
+        print(why)
+        variants.remove("trl")
+    with tempfile.TemporaryDirectory() as where:
+        args.model_dir = save_model(args.shape, args.quick, args.device, Path(where))
+        from transformers import AutoConfig
+
+        args.vocab = AutoConfig.from_pretrained(args.model_dir).vocab_size
+        name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+        print(f"{name}, torch {torch.__version__}, {args.shape}, {args.generations} completions of {args.completion} "
+              f"tokens in groups of {args.group}, prompts of {args.prompt}, LoRA r=16 all-linear, dapo")  # fmt: skip
+        print(f"{'variant':10} {'sample s':>9} {'reward s':>9} {'update s':>9} {'step s':>8} {'vs first':>9} "
+              f"{'peak GiB':>9}")  # fmt: skip
+        first = None
+        for variant in variants:
+            times = run_trl(args) if variant == "trl" else run_ours(args, variant)
+            parts = [statistics.mean(x) if x else float("nan") for x in (times.sample, times.reward, times.update)]
+            step = sum(parts)
+            first = first or step
+            print(f"{variant:10} {parts[0]:>9.2f} {parts[1]:>9.3f} {parts[2]:>9.2f} {step:>8.2f} {step / first:>9.2f} "
+                  f"{times.peak_gib:>9.2f}", flush=True)  # fmt: skip
+        print(f"\nlongest completion that fits ({args.length_batch} completions, one update):")
+        for variant in variants:
+            fits = [n for n in args.lengths if (fits_trl(args, n) if variant == "trl" else fits_ours(args, variant, n))]
+            print(f"{variant:10} {max(fits) if fits else 'none':>9}  (tried {args.lengths})", flush=True)
+
+
+if __name__ == "__main__":
+    main()
