@@ -15,7 +15,9 @@ reward is a cheap stand-in, the same function for both (the fraction of distinct
   own attention (sdpa, eager for gpt-oss's sinks), gradient checkpointing on (its default);
 - ``ours``: ``rollout.sample`` + ``rl.learner.Learner``, our attention on CUDA (``attn_implementation=
   "stratagem"``), gradient checkpointing on;
-- ``ours-sdpa``: the same with transformers' sdpa attention.
+- ``ours-offload``: ``ours`` with ``activation_offload`` (the activations saved for backward wait in pinned host
+  memory);
+- ``ours-sdpa``: ``ours`` with transformers' sdpa attention.
 
 First table: seconds per optimizer step split into sample / reward / update (the mean of ``--steps`` steps
 after one warm-up step), and the peak GPU memory over the steps. TRL's split: its ``generate`` calls and its
@@ -45,7 +47,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_rollout import build  # the same shapes and tokenizer
 
-VARIANTS = ("trl", "ours", "ours-sdpa")
+VARIANTS = ("trl", "ours", "ours-offload", "ours-sdpa")
 
 
 @dataclass
@@ -96,13 +98,15 @@ def our_config(args: argparse.Namespace, completion: int, generations: int) -> A
                         "per_device_train_batch_size": min(8, generations),
                         "gradient_accumulation_steps": max(1, generations // 8), "learning_rate": 1e-5,
                         "max_completion_length": completion, "max_prompt_length": None, "lora_r": 16,
-                        "lora_alpha": 32, "lora_dropout": 0.0, "gradient_checkpointing": True})  # fmt: skip
+                        "lora_alpha": 32, "lora_dropout": 0.0, "gradient_checkpointing": True,
+                        "activation_offload": args.variant == "ours-offload"})  # fmt: skip
 
 
 def load_ours(args: argparse.Namespace, variant: str, completion: int, generations: int) -> tuple[Any, Any, Any]:
     from stratagem.agents.policy import add_lora, enable_checkpointing, load_model
     from stratagem.rl.learner import Learner
 
+    args.variant = variant
     config = our_config(args, completion, generations)
     attention = "sdpa" if variant == "ours-sdpa" or args.device != "cuda" else "stratagem"
     base, tokenizer = load_model(args.model_dir, config.dtype, args.device, attention)
@@ -318,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
         name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
         print(f"{name}, torch {torch.__version__}, {args.shape}, {args.generations} completions of {args.completion} "
               f"tokens in groups of {args.group}, prompts of {args.prompt}, LoRA r=16 all-linear, dapo")  # fmt: skip
-        print(f"{'variant':10} {'sample s':>9} {'reward s':>9} {'update s':>9} {'step s':>8} {'vs first':>9} "
+        print(f"{'variant':12} {'sample s':>9} {'reward s':>9} {'update s':>9} {'step s':>8} {'vs first':>9} "
               f"{'peak GiB':>9}")  # fmt: skip
         first = None
         for variant in variants:
@@ -326,12 +330,12 @@ def main(argv: list[str] | None = None) -> None:
             parts = [statistics.mean(x) if x else float("nan") for x in (times.sample, times.reward, times.update)]
             step = sum(parts)
             first = first or step
-            print(f"{variant:10} {parts[0]:>9.2f} {parts[1]:>9.3f} {parts[2]:>9.2f} {step:>8.2f} {step / first:>9.2f} "
+            print(f"{variant:12} {parts[0]:>9.2f} {parts[1]:>9.3f} {parts[2]:>9.2f} {step:>8.2f} {step / first:>9.2f} "
                   f"{times.peak_gib:>9.2f}", flush=True)  # fmt: skip
         print(f"\nlongest completion that fits ({args.length_batch} completions, one update):")
         for variant in variants:
             fits = [n for n in args.lengths if (fits_trl(args, n) if variant == "trl" else fits_ours(args, variant, n))]
-            print(f"{variant:10} {max(fits) if fits else 'none':>9}  (tried {args.lengths})", flush=True)
+            print(f"{variant:12} {max(fits) if fits else 'none':>9}  (tried {args.lengths})", flush=True)
 
 
 if __name__ == "__main__":

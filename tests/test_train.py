@@ -158,7 +158,16 @@ def test_kill_9_at_any_moment_then_resume_equals_the_uninterrupted_run(full_run,
     assert _comparable(run) == _comparable(full_run)
 
 
-def test_micro_batches_through_the_trainer_give_the_one_batch_gradient(tiny_policy, tmp_path):
+def test_micro_batches_through_the_trainer_give_the_one_batch_gradient(tiny_policy, tmp_path, monkeypatch):
+    """And with ``activation_offload`` (activations saved for backward kept in host memory) the same, exactly."""
+    offloaded: list[int] = []
+
+    class Spy(torch.autograd.graph.save_on_cpu):  # counts the micro-batches whose activations went to the host
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            offloaded.append(1)
+
+    monkeypatch.setattr(torch.autograd.graph, "save_on_cpu", Spy)
     config = load_config(None, {**SMALL, "model": str(tiny_policy), "per_device_train_batch_size": 8,
                           "gradient_accumulation_steps": 1, "beta": 0.0, "num_iterations": 1})  # fmt: skip
     trainer = Trainer(config, tmp_path / "run")

@@ -93,6 +93,11 @@ class GRPOConfig(BaseModel):
     adam_epsilon: float = Field(1e-8, gt=0)
     max_grad_norm: float = Field(1.0, gt=0)
     gradient_checkpointing: bool = False
+    activation_offload: bool = Field(
+        False,
+        description="keep the activations saved for backward in host memory "
+        "(pinned on CUDA) until backward needs them: less GPU memory, more transfers",
+    )
     logprob_chunk_size: int = Field(1024, ge=1, description="rows per chunk of the log-prob computation")
 
     # LoRA (TRL's ModelConfig names).

@@ -12,6 +12,7 @@ memory.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -94,13 +95,22 @@ class Learner:
                                     temperature=self.config.temperature,
                                     chunk_size=self.config.logprob_chunk_size)  # fmt: skip
 
+    def saved_activations(self) -> contextlib.AbstractContextManager[Any]:
+        """Where the forward's saved activations wait for backward: in host memory with ``activation_offload``
+        (Unsloth's trick: with checkpointing these are the layers' inputs, O(layers x tokens x hidden)), else
+        where they were made."""
+        if not self.config.activation_offload:
+            return contextlib.nullcontext()
+        return torch.autograd.graph.save_on_cpu(pin_memory=self.device == "cuda")
+
     def accumulate(self, batch: TrainBatch, old: torch.Tensor | None, ref: torch.Tensor | None) -> dict[str, float]:
         """Backward through every micro-batch; each loss is normalised by the whole batch's counts, so the
         summed gradient equals one big batch's (``losses.BatchTotals``)."""
         self.model.train()
         settings, sums = self.config.loss_settings(), {"loss": 0.0}
         for part in batch.slices:
-            logps = self.logps(batch, part)
+            with self.saved_activations():
+                logps = self.logps(batch, part)
             old_part = old[part] if old is not None else logps.detach()
             loss, parts = policy_loss(logps, old_part, ref[part] if ref is not None else None,
                                       batch.advantages[part], batch.mask[part], settings, batch.totals)  # fmt: skip
