@@ -3,6 +3,8 @@ checkpoints whose "latest" survives a crash mid-write."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -95,3 +97,28 @@ def test_latest_checkpoint_survives_a_crash_mid_write(tmp_path):
     save_checkpoint(root, 3, adapter, {"step": 3}, keep=2)
     assert sorted(p.name for p in root.glob("step-*") if (p / "trainer_state.pt").exists()) == [
         "step-000002", "step-000003"]  # fmt: skip
+
+
+def test_the_gpt_oss_default_is_a_gpt_oss_the_sampler_and_the_config_take(tmp_path, monkeypatch):
+    """``model: default-gpt-oss`` (the GPU preset, examples/gpu_gpt_oss.yaml): the same build as a gpt-oss, with
+    sinks, alternating windows and experts."""
+    from stratagem.agents.policy import encode_prompts, load_model
+    from stratagem.rl.config import load_config
+    from stratagem.rollout import SamplingParams, sample
+
+    settings = DefaultModelSettings(**{**TINY.__dict__, "architecture": "gpt-oss", "layers": 2})
+    assert settings.fingerprint() != DefaultModelSettings(**{**TINY.__dict__, "layers": 2}).fingerprint()
+    model, tokenizer = load_model(build_default_model(tmp_path / "oss", settings))
+    config = model.config
+    assert type(model).__name__ == "GptOssForCausalLM" and config.layer_types == ["sliding_attention",
+                                                                                   "full_attention"]  # fmt: skip
+    assert config.sliding_window == 128 and config.num_local_experts == 4 and config.head_dim == 16
+    assert model.model.layers[0].self_attn.sinks.shape == (2,)
+    ids, mask = encode_prompts(tokenizer, ["Write a 2048 strategy."] * 4)
+    out = sample(model, tokenizer, ids, mask, SamplingParams(max_new_tokens=8), torch.Generator().manual_seed(0))
+    assert out.completion_ids.shape[0] == 4 and out.completion_mask.sum() > 0
+
+    monkeypatch.setattr(default_model, "default_model_path", lambda s=None, build=True: tmp_path / s.architecture)
+    preset = load_config(str(Path(__file__).parents[1] / "examples" / "gpu_gpt_oss.yaml"), {})
+    assert (preset.model, preset.device, preset.dtype) == ("default-gpt-oss", "cuda", "bfloat16")
+    assert preset.model_path() == str(tmp_path / "gpt-oss")

@@ -34,7 +34,11 @@ class GRPOConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, protected_namespaces=())
 
     # What to train and where.
-    model: str = Field("default", description="a local directory or hub id of a causal LM, or 'default' (embedded)")
+    model: str = Field(
+        "default",
+        description="a local directory or hub id of a causal LM, or 'default' (embedded; "
+        "'default-gpt-oss': the same as a gpt-oss, for GPUs)",
+    )
     env: str = Field("2048", description="an environment name or the path of its openenv.yaml")
     env_params: dict[str, Any] = Field(default_factory=dict, description="constructor parameters of the environment")
     output_dir: str | None = Field(None, description="the run directory (default runs/<timestamp>)")
@@ -173,7 +177,7 @@ class GRPOConfig(BaseModel):
     def check_model(self) -> None:
         """Fail now, in words, on a model directory that does not exist, instead of the hub's repo-id rules
         after the run has started. A name shaped like a hub id (``org/name``) is left to the loader."""
-        if self.model == "default":
+        if self.model in DEFAULT_MODELS:
             return
         path = Path(self.model).expanduser()
         if path.is_dir():
@@ -191,16 +195,18 @@ class GRPOConfig(BaseModel):
                               "model)")  # fmt: skip
 
     def model_path(self) -> str:
-        """``model`` as a loadable path: "default" is the embedded model, built on first use."""
-        if self.model != "default":
+        """``model`` as a loadable path: "default" (and "default-gpt-oss") is the embedded model, built on first use."""
+        if self.model not in DEFAULT_MODELS:
             return self.model
-        from stratagem.rl.default_model import default_model_path
+        from stratagem.rl.default_model import DefaultModelSettings, default_model_path
 
-        return str(default_model_path())
+        return str(default_model_path(DefaultModelSettings(architecture=DEFAULT_MODELS[self.model])))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(), sort_keys=False)
 
+
+DEFAULT_MODELS = {"default": "llama", "default-gpt-oss": "gpt-oss"}  # embedded models by name: their architecture
 
 # The embedded default run: what `stratagem train` does with no --config. The built-in model
 # is tiny (a few million parameters), so it takes a far larger learning rate than TRL's 1e-6,

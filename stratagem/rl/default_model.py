@@ -9,7 +9,9 @@ it gives mostly valid programs of mixed strength, which is what GRPO needs to se
 Why Llama and not gpt-oss: at the same size on 2 CPU cores a ``GptOssForCausalLM`` step is
 3-5x slower (transformers runs its sink attention eagerly only, and routes every token through
 its MoE block), which would not fit a few-minute build plus a training run in ten minutes.
-The gpt-oss architecture is exercised where it matters, by the attention kernels on GPU.
+``model: default-gpt-oss`` (``examples/gpu_gpt_oss.yaml``, the GPU preset) is the same build as a
+gpt-oss: attention sinks, 128-token sliding windows on alternate layers, a mixture of 4 experts
+(2 per token), head dim 64, so a GPU run trains the whole gpt-oss path through our kernels.
 
 The build is deterministic from its settings (seeded corpus, seeded init, fixed step count)
 and cached under ``~/.cache/stratagem/default-model/<fingerprint>`` (``STRATAGEM_CACHE``
@@ -42,8 +44,12 @@ EOS, PAD = "<|endoftext|>", "<|pad|>"
 PROMPT_WEIGHT = 200  # copies of the prompt among the tokenizer's training texts
 
 
+ARCHITECTURES = ("llama", "gpt-oss")
+
+
 @dataclass(frozen=True)
 class DefaultModelSettings:
+    architecture: str = "llama"  # or "gpt-oss"
     seed: int = 0
     programs: int = 8000  # corpus size
     vocab_size: int = 1536
@@ -59,7 +65,10 @@ class DefaultModelSettings:
 
     def fingerprint(self) -> str:
         """Settings, builder version and the corpus itself: a change to any of them is a new model."""
-        digest = hashlib.sha256(json.dumps({"version": BUILDER_VERSION, **asdict(self)}, sort_keys=True).encode())
+        fields = asdict(self)
+        if fields["architecture"] == "llama":  # the field came after the Llama builds: their caches stay valid
+            del fields["architecture"]
+        digest = hashlib.sha256(json.dumps({"version": BUILDER_VERSION, **fields}, sort_keys=True).encode())
         for program in generate_programs(self.programs, self.seed):
             digest.update(program.encode())
         return digest.hexdigest()[:12]
@@ -123,8 +132,30 @@ def build_default_model(path: Path, settings: DefaultModelSettings) -> Path:
         return _build(path, settings)
 
 
+def _config(settings: DefaultModelSettings, tokenizer: Any) -> Any:
+    """The model's shape: Llama, or gpt-oss with sinks, alternating 128-token windows and 4 experts."""
+    from transformers import GptOssConfig, LlamaConfig
+
+    shape = {"vocab_size": len(tokenizer), "hidden_size": settings.hidden_size,
+             "num_hidden_layers": settings.layers, "num_attention_heads": settings.heads,
+             "num_key_value_heads": settings.kv_heads, "max_position_embeddings": settings.max_positions,
+             "tie_word_embeddings": True, "bos_token_id": None, "eos_token_id": tokenizer.eos_token_id,
+             "pad_token_id": tokenizer.pad_token_id}  # fmt: skip
+    if settings.architecture == "llama":
+        return LlamaConfig(intermediate_size=settings.intermediate_size, **shape)
+    if settings.architecture == "gpt-oss":
+        layer_types = ["sliding_attention", "full_attention"] * (settings.layers // 2) + ["sliding_attention"] * (
+            settings.layers % 2
+        )
+        return GptOssConfig(intermediate_size=settings.intermediate_size // 2, num_local_experts=4,
+                            num_experts_per_tok=2, sliding_window=128, layer_types=layer_types,
+                            head_dim=settings.hidden_size // settings.heads, attention_dropout=0.0,
+                            rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, **shape)  # fmt: skip
+    raise ValueError(f"architecture={settings.architecture!r}; expected one of {ARCHITECTURES}")
+
+
 def _build(path: Path, settings: DefaultModelSettings) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import GptOssForCausalLM, LlamaForCausalLM
 
     torch.manual_seed(settings.seed)
     prompt, programs = _training_texts(settings)
@@ -133,13 +164,8 @@ def _build(path: Path, settings: DefaultModelSettings) -> Path:
     examples = [tokenizer(p)["input_ids"] + [tokenizer.eos_token_id] for p in programs]
     examples = [e for e in examples if len(prompt_ids) + len(e) <= settings.max_positions]
 
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=settings.hidden_size,
-                         intermediate_size=settings.intermediate_size, num_hidden_layers=settings.layers,
-                         num_attention_heads=settings.heads, num_key_value_heads=settings.kv_heads,
-                         max_position_embeddings=settings.max_positions, tie_word_embeddings=True,
-                         bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)  # fmt: skip
-    model = LlamaForCausalLM(config)
+    config = _config(settings, tokenizer)
+    model = LlamaForCausalLM(config) if settings.architecture == "llama" else GptOssForCausalLM(config)
     _sft(model, prompt_ids, examples, tokenizer.pad_token_id, settings)
 
     path.parent.mkdir(parents=True, exist_ok=True)
