@@ -383,3 +383,22 @@ def test_a_worker_cannot_fake_a_kill_from_outside():
     for code in ("import signal\nsignal.raise_signal(signal.SIGKILL)\n", "import os\nos.kill(os.getpid(), 15)\n"):
         assert run_raw(code, timeout_s=10).exit_code == -signal.SIGSYS
     assert run_raw("import os\nos.abort()\n", timeout_s=10).exit_code == -signal.SIGABRT
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped interrupt, as expected
+def test_a_ctrl_c_swallowed_by_a_finaliser_is_raised_at_the_next_safe_point():
+    """Python drops a KeyboardInterrupt raised inside a finaliser ("Exception ignored in ..."); the trainer's
+    loop runs under ``sticky_interrupts`` and checks ``raise_if_dropped`` after sampling, rewards and each step."""
+    from stratagem.agents import interrupts
+
+    class Swallows:
+        def __del__(self):
+            interrupts.sticky(signal.SIGINT, None)  # the handler, as if the signal landed in this finaliser
+
+    with interrupts.sticky_interrupts():
+        assert signal.getsignal(signal.SIGINT) is interrupts.sticky
+        Swallows()  # collected at once: the KeyboardInterrupt it raises is printed and dropped
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.raise_if_dropped()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    interrupts.raise_if_dropped()  # nothing noted outside

@@ -38,6 +38,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
+from stratagem.agents.interrupts import raises_where_it_lands
 from stratagem.agents.jobs import CallJob, Job, PlayJob
 from stratagem.agents.programs import Program, ProgramError, load
 from stratagem.agents.remote import ServerFailed
@@ -76,7 +77,8 @@ class _Signals:
     the programs' time. SIGINT is noted, and the scheduling loop raises KeyboardInterrupt at its next tick
     (``check``), never wherever the signal lands: raised inside a finaliser (a recording's file closing, say),
     the interpreter would print it and drop it, and the work would go on. Handlers are only set from the main
-    thread, and SIGINT's only where it has Python's default handler (not where a caller ignores it)."""
+    thread, and SIGINT's only where it raises where it lands (Python's default or ``interrupts.sticky``; not
+    where a caller ignores it)."""
 
     def __init__(self) -> None:
         self.continued, self.interrupted = 0, False
@@ -88,7 +90,7 @@ class _Signals:
 
         if threading.current_thread() is threading.main_thread():
             self._previous[signal.SIGCONT] = signal.signal(signal.SIGCONT, self._on_continue)
-            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            if raises_where_it_lands(signal.getsignal(signal.SIGINT)):
                 self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_interrupt)
         return self
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from stratagem.agents.interrupts import raise_if_dropped, raises_where_it_lands, sticky_interrupts
 from stratagem.agents.policy import (
     add_lora,
     context_length,
@@ -121,7 +122,12 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------
 
     def train(self) -> list[dict[str, Any]]:
-        """Run to ``max_steps``; returns the metrics of the steps this call ran."""
+        """Run to ``max_steps``; returns the metrics of the steps this call ran. Ctrl-C checkpoints the last
+        finished step; one swallowed by a finaliser is raised at the next phase's end (``sticky_interrupts``)."""
+        with sticky_interrupts():
+            return self._train()
+
+    def _train(self) -> list[dict[str, Any]]:
         config, history = self.config, []
         bar = tqdm(total=config.max_steps, initial=self.step_done, desc="GRPO", unit="step", dynamic_ncols=True)
         try:
@@ -136,6 +142,7 @@ class Trainer:
                 if self.step_done % config.save_steps == 0 or self.step_done == config.max_steps:
                     self.checkpoint()
                     self.run.plot_curves()  # curves.png: at each checkpoint, so also at the end
+                raise_if_dropped()
             self.finish()
         except KeyboardInterrupt:
             bar.close()
@@ -153,6 +160,7 @@ class Trainer:
         completions = sample(self.model, self.tokenizer, self.prompt_ids, self.prompt_mask, self.sampling,
                              self.generator)  # fmt: skip
         t_sample = time.perf_counter() - timer
+        raise_if_dropped()  # a Ctrl-C that landed in a finaliser while sampling
 
         timer = time.perf_counter()
         groups = config.generation_batch_size // config.num_generations
@@ -166,6 +174,7 @@ class Trainer:
         advantages = group_advantages(rewards, config.num_generations, config.scale_rewards)
         t_reward = time.perf_counter() - timer
 
+        raise_if_dropped()
         with deferred_interrupt():  # the update and its bookkeeping land whole, or the step never happened
             metrics = self._finish_step(step, completions, results, scored, rewards, advantages, t_sample, t_reward)
             self._rng_at_step = rng_state(self.generator)  # what a checkpoint of this step holds
@@ -308,8 +317,8 @@ class Trainer:
 def deferred_interrupt() -> Iterator[None]:
     """Hold Ctrl-C until the block ends, so state changed together (weights, optimizer, logs) stays whole.
     A second Ctrl-C does not wait."""
-    if threading.current_thread() is not threading.main_thread() or (
-        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    if threading.current_thread() is not threading.main_thread() or not raises_where_it_lands(
+        signal.getsignal(signal.SIGINT)
     ):
         yield  # not ours to manage (a worker thread, SIGINT ignored or handled by someone else)
         return
@@ -320,11 +329,11 @@ def deferred_interrupt() -> Iterator[None]:
             raise KeyboardInterrupt
         pending.append(signum)
 
-    signal.signal(signal.SIGINT, hold)
+    previous = signal.signal(signal.SIGINT, hold)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, previous)
     if pending:
         raise KeyboardInterrupt
 

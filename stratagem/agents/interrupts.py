@@ -1,0 +1,56 @@
+"""Ctrl-C that cannot be lost.
+
+Python's own SIGINT handler raises KeyboardInterrupt wherever the signal lands. Landing inside a finaliser
+(a file or a generator closed during garbage collection), the interpreter prints "Exception ignored" and drops
+it, and the work goes on as if nothing was pressed. ``sticky_interrupts`` installs a handler that raises the
+same way but also notes the signal, so that a long loop can ``raise_if_dropped`` at its safe points and raise
+what a finaliser swallowed. Code that manages SIGINT itself (the runner's scheduling loop, the trainer's
+uninterruptible update) treats this handler as it treats Python's (``raises_where_it_lands``).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+_noted = False
+
+
+def sticky(signum: int, frame: Any) -> None:
+    """Python's default SIGINT behaviour, remembered."""
+    global _noted
+    _noted = True
+    raise KeyboardInterrupt
+
+
+def raises_where_it_lands(handler: Any) -> bool:
+    """Whether a SIGINT handler is Python's default or ``sticky`` (both raise KeyboardInterrupt where it lands)."""
+    return handler is signal.default_int_handler or handler is sticky
+
+
+@contextmanager
+def sticky_interrupts() -> Iterator[None]:
+    """Inside: SIGINT raises as usual and is also noted. Only from the main thread, and only where SIGINT has
+    Python's default handler (a caller that ignores or handles it keeps its choice)."""
+    global _noted
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    _noted = False
+    previous = signal.signal(signal.SIGINT, sticky)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _noted = False
+
+
+def raise_if_dropped() -> None:
+    """KeyboardInterrupt if a SIGINT was noted by ``sticky`` (raised already, or swallowed by a finaliser)."""
+    if _noted:
+        raise KeyboardInterrupt
