@@ -206,3 +206,18 @@ def test_lora_folded_into_the_compiled_captured_step_on_a_gpu():
     expected = peft.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=8)[:, ids.shape[1] :]
     agree = (compiled.completion_ids.to(expected.device) == expected).float().mean().item()
     assert agree > 0.8, f"bf16 greedy tokens agree with transformers' unmerged generate at only {agree:.0%}"
+
+
+def test_a_model_torch_compile_cannot_compile_samples_without_it_and_says_so(monkeypatch):
+    def broken(base):
+        def forward(**kwargs):
+            raise RuntimeError("no C++ compiler here\nmore detail")
+
+        return forward
+
+    monkeypatch.setattr(engine, "compiled_forward", broken)
+    model, (ids, mask), tokenizer = _model("qwen3"), _prompts(), _tokenizer()
+    params = SamplingParams(temperature=0, max_new_tokens=12, stop_at_program_end=False)
+    with pytest.warns(engine.CompileFallbackWarning, match=r"RuntimeError: no C\+\+ compiler here\); sampling"):
+        fallback = sample(model, tokenizer, ids, mask, params, compile=True)
+    assert torch.equal(fallback.completion_ids, sample(model, tokenizer, ids, mask, params).completion_ids)

@@ -13,6 +13,7 @@ dynamic cache, with the same stops, LoRA folding and results.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,10 @@ from stratagem.rollout.lora import lora_folded
 from stratagem.rollout.sampling import Completions, SamplingParams, StopTracker, choose_tokens, eos_ids
 
 CHECK_EVERY = 16  # tokens between two host checks of the stops
+
+
+class CompileFallbackWarning(UserWarning):
+    """torch.compile could not compile the decode step; sampling goes on without it (slower, same tokens)."""
 
 
 def cache_field(output: Any) -> str:
@@ -96,7 +101,7 @@ def _decode_static(base: Any, ids: Tensor, mask: Tensor, params: SamplingParams,
         return False
     logits = out.logits[rows, -1]
     del out
-    forward = compiled_forward(base) if compile else base
+    forward = [compiled_forward(base) if compile else base]  # a list: the compile may fail and be dropped
     if compile:
         kv.fixed_shapes()
     token = torch.zeros((batch, 1), dtype=torch.long, device=ids.device)
@@ -106,13 +111,28 @@ def _decode_static(base: Any, ids: Tensor, mask: Tensor, params: SamplingParams,
     def step() -> Tensor:
         kv.advance()
         position.add_(1)
-        return forward(input_ids=token, position_ids=position, attention_mask=masks, use_cache=True, logits_to_keep=1,
-                       **{field: kv, KWARG: kv}).logits[:, -1]  # fmt: skip
+        return forward[0](input_ids=token, position_ids=position, attention_mask=masks, use_cache=True,
+                          logits_to_keep=1, **{field: kv, KWARG: kv}).logits[:, -1]  # fmt: skip
+
+    saved = kv.last.clone(), position.clone()
+
+    def undo() -> None:  # back to before the first step: warm-up and capture runs must leave no trace
+        kv.last.copy_(saved[0])
+        position.copy_(saved[1])
 
     with decoding_with(base):
+        if compile:
+            try:
+                step()  # the compile happens here, before anything depends on it
+            except Exception as exc:  # inductor or dynamo cannot compile this model here
+                reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+                warnings.warn(f"torch.compile failed on this model ({type(exc).__name__}: {reason}); sampling "
+                              "without it (pass compile=False to skip the attempt)", CompileFallbackWarning,
+                              stacklevel=3)  # fmt: skip
+                forward[0] = base
+            undo()
         if cuda_graph:
-            saved = kv.last.clone(), position.clone()
-            step = CapturedStep(step, lambda: (kv.last.copy_(saved[0]), position.copy_(saved[1])))
+            step = CapturedStep(step, undo)
         for t in range(params.max_new_tokens):
             token[:, 0] = stops.record(t, choose_tokens(logits, params, generator))
             if stops.all_done(t):
