@@ -103,9 +103,10 @@ class StaticKV:
 def decode_op(q: Tensor, k_cache: Tensor, v_cache: Tensor, last: Tensor, sinks: Tensor | None, window: int | None,
               padding_start: Tensor | None, scale: float | None) -> Tensor:  # fmt: skip
     """``kernels.decode_attention`` as one opaque operator, so that torch.compile fuses the layer around it
-    without tracing into the Triton launch."""
+    without tracing into the Triton launch. On CPU the torch reference (the kernel would run interpreted)."""
+    backend = "auto" if q.is_cuda else "reference"
     return decode_attention(q, k_cache, v_cache, last, sinks=sinks, window=window, padding_start=padding_start,
-                            scale=scale)  # fmt: skip
+                            scale=scale, backend=backend)  # fmt: skip
 
 
 @decode_op.register_fake
