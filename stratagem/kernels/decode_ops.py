@@ -16,7 +16,6 @@ here waits on the GPU. Keys after ``last`` may be garbage (NaN) and are never lo
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -25,8 +24,8 @@ import triton.language as tl
 from torch import Tensor
 
 from stratagem.kernels.backend import interpreting
-
-LOG2E = 1.4426950408889634
+from stratagem.kernels.flash import LOG2E
+from stratagem.kernels.flash_ops import _alloc, _multiprocessors
 
 
 @triton.jit
@@ -113,11 +112,6 @@ def _reduce_kernel(PartM, PartL, PartAcc, Sinks, Out, s_ob, s_oh, HQ,
     tl.store(Out + b * s_ob + h * s_oh + offs_d, out.to(Out.dtype.element_ty))
 
 
-def _alloc(shape: tuple[int, ...], like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
-    """Every buffer a kernel writes; the tests fill these with NaN first, so a missed element shows."""
-    return torch.empty(shape, dtype=dtype or like.dtype, device=like.device)
-
-
 # Fixed tiles, no autotuning: the autotuner times candidates on first use, which a CUDA graph
 # capture would record, and SPLITS is chosen from the block size.
 BLOCK_N = 64
@@ -129,11 +123,6 @@ PROGRAMS_PER_SM = 2  # split until (row, KV head, split) programs are about this
 MIN_BLOCKS_PER_SPLIT = 4  # on a GPU; a split's fixed costs (its partial, the reduction) want a few blocks
 MAX_SPLITS = 64
 FORCE_SPLITS: int | None = None  # tests set this to pin the split count
-
-
-@functools.cache
-def _multiprocessors(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
 def _splits(batch: int, hkv: int, capacity: int, device: torch.device) -> int:
