@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from stratagem.kernels import decode_attention, decode_reference
+from stratagem.kernels.reference import visible
 
 NAME = "stratagem_static_kv"
 KWARG = "stratagem_kv"
@@ -59,13 +60,10 @@ class StaticKV:
         """[B, 1, 1, filled] which written slots the current query sees (the eager path's mask, once a step)."""
         key = (self.filled, window)
         if key not in self._masks:
-            self._masks.clear() if len(self._masks) > 2 else None
-            slots = torch.arange(self.filled, device=self.last.device)
-            keep = (slots[None, :] >= self.padding_start[:, None]) if self.padding_start is not None else \
-                torch.ones((self.keys[0].shape[0], self.filled), dtype=torch.bool, device=slots.device)  # fmt: skip
-            if window is not None:
-                keep = keep & (slots[None, :] > self.filled - 1 - window)
-            self._masks[key] = keep[:, None, None, :]
+            if len(self._masks) > 2:  # last step's masks: a step has at most two (full and sliding layers)
+                self._masks.clear()
+            self._masks[key] = visible(1, self.filled, causal=True, window=window, padding_start=self.padding_start,
+                                       batch=self.keys[0].shape[0], device=self.last.device)  # fmt: skip
         return self._masks[key]
 
     def update(self, key_states: Tensor, value_states: Tensor, layer_idx: int, *args: Any,
