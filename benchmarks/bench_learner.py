@@ -89,7 +89,7 @@ def peak_memory(device: str, into: StepTimes) -> Iterator[None]:
         into.peak_gib = torch.cuda.max_memory_allocated() / 2**30
 
 
-def our_config(args: argparse.Namespace, completion: int, generations: int) -> Any:
+def our_config(args: argparse.Namespace, completion: int, generations: int, offload: bool) -> Any:
     from stratagem.rl.config import make_config
 
     return make_config({"model": str(args.model_dir), "device": args.device, "max_steps": 1000,
@@ -99,15 +99,14 @@ def our_config(args: argparse.Namespace, completion: int, generations: int) -> A
                         "gradient_accumulation_steps": max(1, generations // 8), "learning_rate": 1e-5,
                         "max_completion_length": completion, "max_prompt_length": None, "lora_r": 16,
                         "lora_alpha": 32, "lora_dropout": 0.0, "gradient_checkpointing": True,
-                        "activation_offload": args.variant == "ours-offload"})  # fmt: skip
+                        "activation_offload": offload})  # fmt: skip
 
 
 def load_ours(args: argparse.Namespace, variant: str, completion: int, generations: int) -> tuple[Any, Any, Any]:
     from stratagem.agents.policy import add_lora, enable_checkpointing, load_model
     from stratagem.rl.learner import Learner
 
-    args.variant = variant
-    config = our_config(args, completion, generations)
+    config = our_config(args, completion, generations, offload=variant == "ours-offload")
     attention = "sdpa" if variant == "ours-sdpa" or args.device != "cuda" else "stratagem"
     base, tokenizer = load_model(args.model_dir, config.dtype, args.device, attention)
     model = add_lora(base, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
