@@ -2,7 +2,7 @@
 
     python benchmarks/bench_learner.py [--shape qwen3|gpt-oss] [--variants trl ours ours-sdpa]
                                        [--generations 64] [--group 8] [--prompt 128] [--completion 256]
-                                       [--lengths 1024 4096 16384 32768] [--device auto|cpu|cuda] [--quick]
+                                       [--lengths 1024 2048 ... 131072] [--device auto|cpu|cuda] [--quick]
 
 One random-initialised model (the shapes of ``bench_rollout.py``, bf16 on CUDA), saved to a directory with a
 word-level tokenizer over its whole vocabulary, so both trainers load the same weights offline. Same prompts
@@ -15,6 +15,8 @@ reward is a cheap stand-in, the same function for both (the fraction of distinct
   own attention (sdpa, eager for gpt-oss's sinks), gradient checkpointing on (its default);
 - ``ours``: ``rollout.sample`` + ``rl.learner.Learner``, our attention on CUDA (``attn_implementation=
   "stratagem"``), gradient checkpointing on;
+- ``ours-chunked``: ``ours`` sampling ``--sampling-batch`` completions at a time (``sampling_batch_size``: the
+  KV cache, most of sampling's memory, is that much smaller);
 - ``ours-offload``: ``ours`` with ``activation_offload`` (the activations saved for backward wait in pinned host
   memory);
 - ``ours-sdpa``: ``ours`` with transformers' sdpa attention.
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import statistics
 import sys
 import tempfile
@@ -47,7 +50,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_rollout import build  # the same shapes and tokenizer
 
-VARIANTS = ("trl", "ours", "ours-offload", "ours-sdpa")
+VARIANTS = ("trl", "ours", "ours-chunked", "ours-offload", "ours-sdpa")
 
 
 @dataclass
@@ -81,15 +84,12 @@ def prompts(count: int, length: int, vocab: int) -> list[str]:
 
 @contextlib.contextmanager
 def peak_memory(device: str, into: StepTimes) -> Iterator[None]:
-    if device == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+    release(device)
     yield
-    if device == "cuda":
-        into.peak_gib = torch.cuda.max_memory_allocated() / 2**30
+    into.peak_gib = peak_gib(device)
 
 
-def our_config(args: argparse.Namespace, completion: int, generations: int, offload: bool) -> Any:
+def our_config(args: argparse.Namespace, completion: int, generations: int, variant: str) -> Any:
     from stratagem.rl.config import make_config
 
     return make_config({"model": str(args.model_dir), "device": args.device, "max_steps": 1000,
@@ -99,14 +99,15 @@ def our_config(args: argparse.Namespace, completion: int, generations: int, offl
                         "gradient_accumulation_steps": max(1, generations // 8), "learning_rate": 1e-5,
                         "max_completion_length": completion, "max_prompt_length": None, "lora_r": 16,
                         "lora_alpha": 32, "lora_dropout": 0.0, "gradient_checkpointing": True,
-                        "activation_offload": offload})  # fmt: skip
+                        "activation_offload": variant == "ours-offload",
+                        "sampling_batch_size": args.sampling_batch if variant == "ours-chunked" else None})  # fmt: skip
 
 
 def load_ours(args: argparse.Namespace, variant: str, completion: int, generations: int) -> tuple[Any, Any, Any]:
     from stratagem.agents.policy import add_lora, enable_checkpointing, load_model
     from stratagem.rl.learner import Learner
 
-    config = our_config(args, completion, generations, offload=variant == "ours-offload")
+    config = our_config(args, completion, generations, variant)
     attention = "sdpa" if variant == "ours-sdpa" or args.device != "cuda" else "stratagem"
     base, tokenizer = load_model(args.model_dir, config.dtype, args.device, attention)
     model = add_lora(base, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
@@ -130,7 +131,8 @@ def run_ours(args: argparse.Namespace, variant: str) -> StepTimes:
         for step in range(args.steps + 1):
             started = time.perf_counter()
             model.eval()
-            completions = sample(model, tokenizer, ids, mask, params, generator)
+            completions = sample(model, tokenizer, ids, mask, params, generator,
+                                 max_batch=learner.config.sampling_batch_size)  # fmt: skip
             sync()
             sampled = time.perf_counter()
             rewards = torch.tensor(stand_in_reward(completions.texts))
@@ -236,6 +238,7 @@ def run_trl(args: argparse.Namespace) -> StepTimes:
 
 def fits_ours(args: argparse.Namespace, variant: str, length: int) -> bool:
     """One update of ``--length-batch`` random completions of ``length`` tokens; False on running out of memory."""
+    release(args.device)
     from stratagem.rollout.sampling import Completions
 
     model, _, learner = load_ours(args, variant, length, args.length_batch)
@@ -253,8 +256,7 @@ def fits_ours(args: argparse.Namespace, variant: str, length: int) -> bool:
         return False
     finally:
         del model, learner
-        if args.device == "cuda":
-            torch.cuda.empty_cache()
+        release(args.device)
 
 
 def fits_trl(args: argparse.Namespace, length: int) -> bool:
@@ -265,6 +267,7 @@ def fits_trl(args: argparse.Namespace, length: int) -> bool:
         tail = torch.randint(2, args.vocab, (input_ids.shape[0], length), device=input_ids.device)
         return torch.cat([input_ids, tail], dim=1)
 
+    release(args.device)
     trainer = trl_trainer(args, length, args.length_batch, 1, stand_in_reward)
     original = GenerationMixin.generate
     GenerationMixin.generate = instant
@@ -276,8 +279,30 @@ def fits_trl(args: argparse.Namespace, length: int) -> bool:
     finally:
         GenerationMixin.generate = original
         del trainer
-        if args.device == "cuda":
-            torch.cuda.empty_cache()
+        release(args.device)
+
+
+def release(device: str) -> None:
+    """Memory of the last try given back (an out-of-memory leaves frames and cycles holding tensors) and the
+    peak counter reset, so each try starts from the same empty GPU."""
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_gib(device: str) -> float:
+    return torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
+
+
+def longest_fit(args: argparse.Namespace, variant: str) -> tuple[int | None, float]:
+    """The longest of ``--lengths`` (tried shortest first, up to the first that does not fit) and its peak."""
+    best, peak = None, float("nan")
+    for length in sorted(args.lengths):
+        if not (fits_trl(args, length) if variant == "trl" else fits_ours(args, variant, length)):
+            break
+        best, peak = length, peak_gib(args.device)
+    return best, peak
 
 
 def trl_missing() -> str | None:
@@ -298,8 +323,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--completion", type=int, default=256)
     parser.add_argument("--steps", type=int, default=2, help="measured steps, after one warm-up step")
-    parser.add_argument("--lengths", type=int, nargs="*", default=[1024, 4096, 16384, 32768])
-    parser.add_argument("--length-batch", type=int, default=8)
+    parser.add_argument("--lengths", type=int, nargs="*", default=[2**n for n in range(10, 18)])  # 1k..128k
+    parser.add_argument("--length-batch", type=int, default=2, help="completions per update in the length table")
+    parser.add_argument("--sampling-batch", type=int, default=16, help="ours-chunked: completions sampled at once")
+    parser.add_argument("--tables", nargs="+", choices=["steps", "lengths"], default=["steps", "lengths"])
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
@@ -321,20 +348,35 @@ def main(argv: list[str] | None = None) -> None:
         name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
         print(f"{name}, torch {torch.__version__}, {args.shape}, {args.generations} completions of {args.completion} "
               f"tokens in groups of {args.group}, prompts of {args.prompt}, LoRA r=16 all-linear, dapo")  # fmt: skip
-        print(f"{'variant':12} {'sample s':>9} {'reward s':>9} {'update s':>9} {'step s':>8} {'vs first':>9} "
-              f"{'peak GiB':>9}")  # fmt: skip
-        first = None
-        for variant in variants:
-            times = run_trl(args) if variant == "trl" else run_ours(args, variant)
-            parts = [statistics.mean(x) if x else float("nan") for x in (times.sample, times.reward, times.update)]
-            step = sum(parts)
-            first = first or step
-            print(f"{variant:12} {parts[0]:>9.2f} {parts[1]:>9.3f} {parts[2]:>9.2f} {step:>8.2f} {step / first:>9.2f} "
-                  f"{times.peak_gib:>9.2f}", flush=True)  # fmt: skip
-        print(f"\nlongest completion that fits ({args.length_batch} completions, one update):")
-        for variant in variants:
-            fits = [n for n in args.lengths if (fits_trl(args, n) if variant == "trl" else fits_ours(args, variant, n))]
-            print(f"{variant:12} {max(fits) if fits else 'none':>9}  (tried {args.lengths})", flush=True)
+        if "steps" in args.tables:
+            steps_table(args, variants)
+        if "lengths" in args.tables:
+            lengths_table(args, variants)
+
+
+def steps_table(args: argparse.Namespace, variants: list[str]) -> None:
+    print(f"{'variant':12} {'sample s':>9} {'reward s':>9} {'update s':>9} {'step s':>8} {'vs first':>9} "
+          f"{'peak GiB':>9} {'vs first':>9}")  # fmt: skip
+    first, first_peak = None, None
+    for variant in variants:
+        times = run_trl(args) if variant == "trl" else run_ours(args, variant)
+        parts = [statistics.mean(x) if x else float("nan") for x in (times.sample, times.reward, times.update)]
+        step = sum(parts)
+        first, first_peak = first or step, first_peak or times.peak_gib
+        print(f"{variant:12} {parts[0]:>9.2f} {parts[1]:>9.3f} {parts[2]:>9.2f} {step:>8.2f} {step / first:>9.2f} "
+              f"{times.peak_gib:>9.2f} {times.peak_gib / first_peak:>9.2f}", flush=True)  # fmt: skip
+
+
+def lengths_table(args: argparse.Namespace, variants: list[str]) -> None:
+    print(f"\nlongest completion that fits ({args.length_batch} completions of a {args.prompt}-token prompt, one "
+          f"update; tried {sorted(args.lengths)}):")  # fmt: skip
+    print(f"{'variant':12} {'longest':>9} {'vs first':>9} {'peak GiB':>9}")
+    first = None
+    for variant in variants:
+        best, peak = longest_fit(args, variant)
+        first = first or best
+        ratio = f"{best / first:>9.2f}" if best and first else f"{'-':>9}"
+        print(f"{variant:12} {best or 'none':>9} {ratio} {peak:>9.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -96,6 +96,25 @@ def test_the_static_cache_samples_what_transformers_dynamic_cache_samples(kind, 
     assert not torch.equal(static.completion_ids[0], static.completion_ids[4]), "a repeated prompt's rows differ"
 
 
+def test_sampling_in_chunks_gives_each_row_what_one_batch_gives_it():
+    """max_batch: rows decoded a chunk at a time (a short last chunk filled up and its filler dropped), then
+    merged: greedy rows, their ends, masks and texts equal one batch's, whatever width each chunk stopped at."""
+    model, (ids, mask), tokenizer = _model("llama"), _prompts(), _tokenizer()
+    params = SamplingParams(temperature=0, max_new_tokens=12, stop_at_program_end=False)
+    whole = sample(model, tokenizer, ids, mask, params)
+    model.generation_config.eos_token_id = [1, int(whole.completion_ids[0, 2])]  # row 0 (at least) ends early
+    whole = sample(model, tokenizer, ids, mask, params)
+    assert whole.completion_mask.sum(1).min() < 12 and whole.truncated.count(True) >= 1, "rows of mixed length"
+    for max_batch in (1, 2, 4):  # 5 rows: five chunks of 1; three of 2 and two of 3, each last one filled up
+        chunked = sample(model, tokenizer, ids[:5], mask[:5], params, max_batch=max_batch)
+        assert torch.equal(chunked.completion_ids, whole.completion_ids[:5, : chunked.completion_ids.shape[1]])
+        assert torch.equal(chunked.completion_mask, whole.completion_mask[:5, : chunked.completion_mask.shape[1]])
+        assert chunked.texts == whole.texts[:5] and chunked.truncated == whole.truncated[:5]
+        assert torch.equal(chunked.prompt_ids, ids[:5])
+    with pytest.raises(ValueError, match="max_batch must be at least 1"):
+        sample(model, tokenizer, ids, mask, params, max_batch=0)
+
+
 def test_a_model_the_static_cache_does_not_serve_decodes_through_transformers_cache():
     from transformers import Gemma2Config, Gemma2ForCausalLM
 

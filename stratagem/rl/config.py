@@ -69,6 +69,12 @@ class GRPOConfig(BaseModel):
         "as far as the model's context less max_completion_length allows)",
     )
     max_completion_length: int = Field(256, ge=1)
+    sampling_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="completions decoded at once (None: the whole step's batch, the fastest); the KV cache grows "
+        "with it, so lower it to cap sampling's memory",
+    )
 
     # The loss (see losses.py).
     loss_type: Literal[LOSS_TYPES] = "dapo"  # type: ignore[valid-type]

@@ -158,7 +158,7 @@ class Trainer:
         timer = time.perf_counter()
         self.model.eval()
         completions = sample(self.model, self.tokenizer, self.prompt_ids, self.prompt_mask, self.sampling,
-                             self.generator)  # fmt: skip
+                             self.generator, max_batch=config.sampling_batch_size)  # fmt: skip
         t_sample = time.perf_counter() - timer
         raise_if_dropped()  # a Ctrl-C that landed in a finaliser while sampling
 

@@ -159,9 +159,52 @@ def _decode_dynamic(base: Any, ids: Tensor, mask: Tensor, params: SamplingParams
 
 @torch.no_grad()
 def sample(model: Any, tokenizer: Any, prompt_ids: Tensor, prompt_mask: Tensor, params: SamplingParams,
-           generator: torch.Generator | None = None, *, cuda_graph: bool | None = None,
-           compile: bool | None = None, check_every: int = CHECK_EVERY) -> Completions:  # fmt: skip
-    """Sample one completion per prompt row (left-padded ``prompt_ids``/``prompt_mask``), all rows in one batch.
+           generator: torch.Generator | None = None, *, cuda_graph: bool | None = None, compile: bool | None = None,
+           check_every: int = CHECK_EVERY, max_batch: int | None = None) -> Completions:  # fmt: skip
+    """Sample one completion per prompt row (left-padded ``prompt_ids``/``prompt_mask``).
+
+    ``max_batch`` caps the rows decoded at once: the KV cache, most of sampling's memory, grows with the rows,
+    so a memory-bound run samples in chunks of ``max_batch`` rows, one after another (a short last chunk is
+    filled up with copies of its last row, whose samples are dropped, so every chunk has the same shape and
+    the compiled, captured step is reused). Chunked draws differ from one whole batch's but are as
+    deterministic. By default all rows are decoded in one batch, the fastest.
+    """
+    rows = prompt_ids.shape[0]
+    if max_batch is None or max_batch >= rows:
+        return _sample_batch(model, tokenizer, prompt_ids, prompt_mask, params, generator, cuda_graph, compile,
+                             check_every)  # fmt: skip
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be at least 1 (rows decoded at once), got {max_batch}")
+    chunks = -(-rows // max_batch)
+    size = -(-rows // chunks)  # as even as possible: 64 rows at most 24 at once are 3 chunks of 22
+    parts = []
+    for start in range(0, rows, size):
+        index = torch.arange(start, start + size).clamp(max=rows - 1)
+        part = _sample_batch(model, tokenizer, prompt_ids[index], prompt_mask[index], params, generator,
+                             cuda_graph, compile, check_every)  # fmt: skip
+        parts.append((part, min(size, rows - start)))
+    return _concatenate(parts, int(tokenizer.pad_token_id))  # the pad StopTracker writes after each row
+
+
+def _concatenate(parts: list[tuple[Completions, int]], pad: int) -> Completions:
+    """The chunks' completions as one batch: each chunk's first ``keep`` rows, right-padded to the widest."""
+    width = max(part.completion_ids.shape[1] for part, _ in parts)
+
+    def widened(t: Tensor, value: int, keep: int) -> Tensor:
+        return torch.nn.functional.pad(t[:keep], (0, width - t.shape[1]), value=value)
+
+    return Completions(prompt_ids=torch.cat([p.prompt_ids[:k] for p, k in parts]),
+                       prompt_mask=torch.cat([p.prompt_mask[:k] for p, k in parts]),
+                       completion_ids=torch.cat([widened(p.completion_ids, pad, k) for p, k in parts]),
+                       completion_mask=torch.cat([widened(p.completion_mask, 0, k) for p, k in parts]),
+                       texts=[t for p, k in parts for t in p.texts[:k]],
+                       truncated=[t for p, k in parts for t in p.truncated[:k]])  # fmt: skip
+
+
+def _sample_batch(model: Any, tokenizer: Any, prompt_ids: Tensor, prompt_mask: Tensor, params: SamplingParams,
+                  generator: torch.Generator | None, cuda_graph: bool | None, compile: bool | None,
+                  check_every: int) -> Completions:  # fmt: skip
+    """All rows in one batch.
 
     The random stream is ``generator``'s alone (one draw per row per step, done rows included), so a run
     resumed with a saved generator samples what the uninterrupted run would have. ``cuda_graph`` (default: on
