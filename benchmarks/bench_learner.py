@@ -236,8 +236,9 @@ def run_trl(args: argparse.Namespace) -> StepTimes:
     return times
 
 
-def fits_ours(args: argparse.Namespace, variant: str, length: int) -> bool:
-    """One update of ``--length-batch`` random completions of ``length`` tokens; False on running out of memory."""
+def fits_ours(args: argparse.Namespace, variant: str, length: int) -> float | None:
+    """One update of ``--length-batch`` random completions of ``length`` tokens: its peak GiB (read before the
+    ``finally`` resets the counter), None on running out of memory."""
     release(args.device)
     from stratagem.rollout.sampling import Completions
 
@@ -251,16 +252,17 @@ def fits_ours(args: argparse.Namespace, variant: str, length: int) -> bool:
                               truncated=[True] * batch)  # fmt: skip
     try:
         learner.update(completions, torch.randn(batch, generator=g))
-        return True
+        return peak_gib(args.device)
     except torch.OutOfMemoryError:
-        return False
+        return None
     finally:
         del model, learner
         release(args.device)
 
 
-def fits_trl(args: argparse.Namespace, length: int) -> bool:
-    """TRL's step with ``generate`` answering random tokens of ``length`` at once; False on running out of memory."""
+def fits_trl(args: argparse.Namespace, length: int) -> float | None:
+    """TRL's step with ``generate`` answering random tokens of ``length`` at once: its peak GiB, None on running
+    out of memory."""
     from transformers import GenerationMixin
 
     def instant(self: Any, input_ids: torch.Tensor, **kw: Any) -> torch.Tensor:
@@ -273,9 +275,9 @@ def fits_trl(args: argparse.Namespace, length: int) -> bool:
     GenerationMixin.generate = instant
     try:
         trainer.train()
-        return True
+        return peak_gib(args.device)
     except torch.OutOfMemoryError:
-        return False
+        return None
     finally:
         GenerationMixin.generate = original
         del trainer
@@ -299,9 +301,10 @@ def longest_fit(args: argparse.Namespace, variant: str) -> tuple[int | None, flo
     """The longest of ``--lengths`` (tried shortest first, up to the first that does not fit) and its peak."""
     best, peak = None, float("nan")
     for length in sorted(args.lengths):
-        if not (fits_trl(args, length) if variant == "trl" else fits_ours(args, variant, length)):
+        fit = fits_trl(args, length) if variant == "trl" else fits_ours(args, variant, length)
+        if fit is None:
             break
-        best, peak = length, peak_gib(args.device)
+        best, peak = length, fit
     return best, peak
 
 
