@@ -56,6 +56,17 @@ def test_values_and_gradients_equal_the_full_logits_way(dtype, temperature, shap
     assert_same(chunked, naive, **TOLERANCE[dtype])
 
 
+@pytest.mark.parametrize("vocab_chunk", [1, 3, 7, 10_000])
+@pytest.mark.parametrize("softcap", [None, 2.0])
+def test_the_vocabulary_in_slices_gives_the_same_values_and_gradients(vocab_chunk, softcap):
+    """The head cast to float32 a slice at a time, the logsumexp taken online over the slices: any slice width
+    (one word, widths that do not divide the vocabulary, the whole of it) equals the full logits' answer."""
+    x = inputs((3, 5), torch.float64, True)
+    sliced = run(token_logprobs, x, temperature=0.7, chunk_size=4, vocab_chunk=vocab_chunk, softcap=softcap)
+    naive = run(naive_token_logprobs, x, temperature=0.7, softcap=softcap)
+    assert_same(sliced, naive, **TOLERANCE[torch.float64])
+
+
 def test_soft_capping_matches_the_reference_and_changes_the_result():
     x = inputs((4, 6), torch.float64)
     capped = run(token_logprobs, x, temperature=0.7, softcap=2.0, chunk_size=5)

@@ -47,8 +47,21 @@ def _logsumexp_(logits: Tensor) -> Tensor:
     return logits.sub_(peak).exp_().sum(dim=-1).log_().add_(peak.squeeze(-1))
 
 
+SLICE_ELEMENTS = 2**24  # a vocabulary slice's weight in float32 is at most this many elements (64 MiB)
+
+
+def _slices(vocab: int, hidden: int, vocab_chunk: int | None) -> list[slice]:
+    """The vocabulary in slices: the head is cast to float32 one slice at a time, never whole (a 150k x 1024
+    bfloat16 head would be 600 MB more in float32)."""
+    size = vocab_chunk or max(1, SLICE_ELEMENTS // hidden)
+    return [slice(v, min(v + size, vocab)) for v in range(0, vocab, size)]
+
+
 class _ChunkedTokenLogprobs(torch.autograd.Function):
-    """log p(target) for rows of ``hidden`` [N, H]; saves the inputs and logsumexp [N], recomputes in backward."""
+    """log p(target) for rows of ``hidden`` [N, H]; saves the inputs and logsumexp [N], recomputes in backward.
+
+    Rows go ``chunk_size`` at a time and, within a chunk, the vocabulary a slice at a time (``_slices``), the
+    logsumexp taken online over the slices (a running max and a rescaled sum, as flash attention's softmax)."""
 
     @staticmethod
     def forward(
@@ -60,23 +73,35 @@ class _ChunkedTokenLogprobs(torch.autograd.Function):
         temperature: float,
         softcap: float | None,
         chunk_size: int,
+        vocab_chunk: int | None,
     ) -> Tensor:
         dtype = _compute_dtype(hidden, weight)
+        slices = _slices(weight.shape[0], weight.shape[1], vocab_chunk)
         # Autocast would put the matrix products back into half precision: the point is float32 logits.
         with torch.autocast(hidden.device.type, enabled=False):
-            w = weight.to(dtype)
-            b = None if bias is None else bias.to(dtype)
+            heads = _cast_once(weight, bias, dtype, slices)
             n = hidden.shape[0]
             logprobs = torch.empty(n, dtype=dtype, device=hidden.device)
             lse = torch.empty(n, dtype=dtype, device=hidden.device)
             for start in range(0, n, chunk_size):
                 rows = slice(start, start + chunk_size)
-                logits = _chunk_logits(hidden[rows].to(dtype), w, b, temperature, softcap)
-                target_logits = logits.gather(1, targets[rows, None]).squeeze(1)
-                lse[rows] = _logsumexp_(logits)
+                h, t = hidden[rows].to(dtype), targets[rows]
+                peak = torch.full((h.shape[0],), -torch.inf, dtype=dtype, device=h.device)
+                total = torch.zeros_like(peak)
+                target_logits = torch.zeros_like(peak)
+                for part in slices:
+                    w, b = heads(part)
+                    logits = _chunk_logits(h, w, b, temperature, softcap)
+                    inside = (t >= part.start) & (t < part.stop)
+                    picked = logits.gather(1, (t - part.start).clamp(0, logits.shape[1] - 1)[:, None]).squeeze(1)
+                    target_logits = torch.where(inside, picked, target_logits)
+                    new_peak = torch.maximum(peak, logits.amax(dim=-1))
+                    total = total * (peak - new_peak).exp() + logits.sub_(new_peak[:, None]).exp_().sum(dim=-1)
+                    peak = new_peak
+                lse[rows] = total.log() + peak
                 logprobs[rows] = target_logits - lse[rows]
         ctx.save_for_backward(hidden, weight, bias, targets, lse)
-        ctx.temperature, ctx.softcap, ctx.chunk_size = temperature, softcap, chunk_size
+        ctx.temperature, ctx.softcap, ctx.chunk_size, ctx.vocab_chunk = temperature, softcap, chunk_size, vocab_chunk
         return logprobs
 
     @staticmethod
@@ -86,9 +111,9 @@ class _ChunkedTokenLogprobs(torch.autograd.Function):
         temperature, softcap, chunk_size = ctx.temperature, ctx.softcap, ctx.chunk_size
         need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
         dtype = lse.dtype
+        slices = _slices(weight.shape[0], weight.shape[1], ctx.vocab_chunk)
         with torch.autocast(hidden.device.type, enabled=False):
-            w = weight.to(dtype)
-            b = None if bias is None else bias.to(dtype)
+            heads = _cast_once(weight, bias, dtype, slices)
             grad_out = grad_logprobs.to(dtype)
             grad_hidden = torch.empty_like(hidden) if need_hidden else None
             # Summed over every chunk: accumulate in float32 (or float64), cast to the weight's dtype once at the end.
@@ -96,24 +121,30 @@ class _ChunkedTokenLogprobs(torch.autograd.Function):
             grad_bias = torch.zeros_like(bias, dtype=dtype) if need_bias else None
             for start in range(0, hidden.shape[0], chunk_size):
                 rows = slice(start, start + chunk_size)
-                h = hidden[rows].to(dtype)
-                logits = _chunk_logits(h, w, b, temperature, softcap)
-                # d softcap*tanh(z/softcap) / dz = 1 - tanh^2, and tanh = logits * temperature / softcap.
-                dcap = None if softcap is None else (logits * (temperature / softcap)).square_().neg_().add_(1)
-                # d log p(t) / d logits = onehot(t) - softmax(logits), times the incoming gradient.
-                g = grad_out[rows, None]
-                grad_z = logits.sub_(lse[rows, None]).exp_().mul_(-g)
-                grad_z.scatter_add_(1, targets[rows, None], g)
-                if temperature != 1.0:
-                    grad_z.div_(temperature)
-                if dcap is not None:
-                    grad_z.mul_(dcap)
+                h, t, g = hidden[rows].to(dtype), targets[rows], grad_out[rows, None]
+                grad_h = torch.zeros_like(h) if grad_hidden is not None else None
+                for part in slices:
+                    w, b = heads(part)
+                    logits = _chunk_logits(h, w, b, temperature, softcap)
+                    # d softcap*tanh(z/softcap) / dz = 1 - tanh^2, and tanh = logits * temperature / softcap.
+                    dcap = None if softcap is None else (logits * (temperature / softcap)).square_().neg_().add_(1)
+                    # d log p(t) / d logits = onehot(t) - softmax(logits), times the incoming gradient.
+                    grad_z = logits.sub_(lse[rows, None]).exp_().mul_(-g)
+                    inside = (t >= part.start) & (t < part.stop)
+                    local = (t - part.start).clamp(0, grad_z.shape[1] - 1)[:, None]
+                    grad_z.scatter_add_(1, local, torch.where(inside[:, None], g, torch.zeros_like(g)))
+                    if temperature != 1.0:
+                        grad_z.div_(temperature)
+                    if dcap is not None:
+                        grad_z.mul_(dcap)
+                    if grad_h is not None:
+                        grad_h.addmm_(grad_z, w)
+                    if grad_weight is not None:
+                        grad_weight[part].addmm_(grad_z.T, h)
+                    if grad_bias is not None:
+                        grad_bias[part] += grad_z.sum(0)
                 if grad_hidden is not None:
-                    grad_hidden[rows] = grad_z @ w
-                if grad_weight is not None:
-                    grad_weight.addmm_(grad_z.T, h)
-                if grad_bias is not None:
-                    grad_bias += grad_z.sum(0)
+                    grad_hidden[rows] = grad_h
         return (
             grad_hidden,
             None if grad_weight is None else grad_weight.to(weight.dtype),
@@ -122,7 +153,17 @@ class _ChunkedTokenLogprobs(torch.autograd.Function):
             None,
             None,
             None,
+            None,
         )
+
+
+def _cast_once(weight: Tensor, bias: Tensor | None, dtype: torch.dtype, slices: list[slice]) -> Any:
+    """``heads(part)``: the head's slice ``part`` (and its bias) in ``dtype``. With one slice, cast once for every
+    chunk of rows; with several, cast on demand (each slice costs a cast per chunk: bandwidth, not memory)."""
+    if len(slices) == 1:
+        whole = (weight.to(dtype), None if bias is None else bias.to(dtype))
+        return lambda part: whole
+    return lambda part: (weight[part].to(dtype), None if bias is None else bias[part].to(dtype))
 
 
 def _check(hidden: Tensor, weight: Tensor, targets: Tensor, bias: Tensor | None, temperature: float) -> None:
@@ -145,20 +186,24 @@ def token_logprobs(
     temperature: float = 1.0,
     chunk_size: int = 1024,
     softcap: float | None = None,
+    vocab_chunk: int | None = None,
 ) -> Tensor:
     """``log p(targets)`` [...] under ``logits = softcap*tanh((hidden @ weight.T + bias)/softcap) / temperature``.
 
     ``hidden`` is [..., H] (e.g. [B, T, H]), ``weight`` the LM head [V, H] (it may require grad: tied
     embeddings, a trained head), ``targets`` [...] int64 in [0, V). ``softcap`` (None: none) is Gemma-2's
     final logit soft-capping, applied before the temperature as transformers does. The logits are computed
-    in float32 (float64 if the inputs are float64), ``chunk_size`` rows at a time, and never exist whole; the
-    result is float32 (float64). Gradients flow to ``hidden``, ``weight`` and ``bias``, each in its own dtype.
-    Peak extra memory is about ``chunk_size * V * 4`` bytes (twice that with softcap) plus a float32 copy of a
-    half-precision weight (and, in backward, its float32 gradient accumulator).
+    in float32 (float64 if the inputs are float64), ``chunk_size`` rows by ``vocab_chunk`` words at a time
+    (default: slices of 64 MiB of float32 head), and never exist whole; the result is float32 (float64).
+    Gradients flow to ``hidden``, ``weight`` and ``bias``, each in its own dtype. Peak extra memory is about
+    ``chunk_size * vocab_chunk * 4`` bytes (twice that with softcap) plus a float32 slice of a half-precision
+    head (and, in backward, a float32 gradient accumulator for the head where it is trained).
     """
     _check(hidden, weight, targets, bias, temperature)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if vocab_chunk is not None and vocab_chunk < 1:
+        raise ValueError(f"vocab_chunk must be >= 1 (or None: automatic), got {vocab_chunk}")
     logprobs = _ChunkedTokenLogprobs.apply(
         hidden.reshape(-1, hidden.shape[-1]),
         weight,
@@ -167,6 +212,7 @@ def token_logprobs(
         float(temperature),
         None if softcap is None else float(softcap),
         int(chunk_size),
+        vocab_chunk,
     )
     return logprobs.view(targets.shape)
 
