@@ -1,42 +1,42 @@
-"""How good is the SFT corpus? Its programs played in the real sandbox, scored by the default rubric.
+"""How good is the SFT corpus? Each task's programs played in the real sandbox, scored by the default rubric.
 
-    python benchmarks/corpus_quality.py [--n 200] [--seed 0] [--episodes 4] [--workers 2]
+    python benchmarks/corpus_quality.py [--tasks 2048 atari openspiel matmul manifest] [--n 60] [--seed 0]
+                                        [--episodes 4] [--workers 2]
 
-Generates ``--n`` programs with ``stratagem.rl.corpus.generate_samples(n, seed)``, plays each
-over episodes on seeds ``0..episodes-1`` with ``Runner("2048")`` (each wrapped in a
-```` ```python ```` fence, as the model will write it) and prints, per family, per variant
-and overall:
+For each task, ``--n`` programs from ``stratagem.rl.corpus.generate_samples(n, seed, task)``, each wrapped in a
+```` ```python ```` fence as the model writes it, played on seeds ``0..episodes-1`` in the environment its prompt
+names (``sample.env`` with ``sample.params``: Pong, Freeway, connect_four, ...). The ``manifest`` task's programs
+answer synthetic manifests that no server runs, so it is measured on the held-out example environment instead
+(``examples/custom_env``: programs derived from that manifest by the same rules, ``manifests.programs_for``).
+Printed per task, per family and per environment:
 
 - n, mean reward (``Rubric()`` total) and its standard deviation over programs;
-- mean and best score, the fraction of episodes ended by an illegal move, the win rate;
-- speed: the slowest program's seconds for its episodes in the sandbox (``max s``, on a busy
-  machine mostly waiting for a core), moves per second through the sandbox (the game, the
-  worker and the parent's replay included), and the program's own cost, ``us/move``: the
-  slowest program's mean time per call, timed in this process over one game (seed 0).
+- mean and best score, the win rate, the fraction of episodes that ended in an illegal answer;
+- the fraction of programs that failed outright (crash, timeout, a rule broken), and episodes/s in the sandbox.
 
-Then the mean and median program length in characters and lines. A corpus fit for GRPO is
-mostly mediocre: rewards spread inside a family and across them, and no program is slow.
+A corpus fit for GRPO is mostly mediocre, with rewards spread inside a family and across them, ordered from the
+bad families to the good ones, and no program slow.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stratagem.agents.programs import build, load  # noqa: E402
 from stratagem.agents.rewards import Rubric, outcomes  # noqa: E402
 from stratagem.agents.runner import Runner  # noqa: E402
-from stratagem.envs.core import InvalidAction  # noqa: E402
-from stratagem.envs.game2048 import Game2048Env  # noqa: E402
-from stratagem.envs.spec import resolve  # noqa: E402
-from stratagem.rl.corpus import Sample, generate_samples, program_families  # noqa: E402
+from stratagem.rl.corpus import TASKS, Sample, generate_samples, program_families  # noqa: E402
+
+HELD_OUT_MANIFEST = ROOT / "examples" / "custom_env" / "openenv.yaml"
 
 
 @dataclass
@@ -45,89 +45,85 @@ class Measured:
 
     reward: float
     score: float
-    illegal: float  # fraction of its episodes ended by an illegal move
     win_rate: float
-    seconds: float  # in the sandbox, all its episodes
-    moves: int
-    us_per_move: float  # its own time per call, in process
+    illegal: float  # fraction of its episodes ended by an illegal answer
+    failed: bool  # crashed, timed out or broke a rule
+    episodes: int
+    seconds: float
 
 
-def call_cost(sample: Sample) -> float:
-    """Microseconds per call of the program, over one game on seed 0, without the sandbox."""
-    strategy = resolve("2048").strategy
-    fn = build(load(sample.source, strategy), strategy)
-    spent, calls = 0.0, 0
+def samples_of(task: str, n: int, seed: int) -> list[Sample]:
+    if task == "manifest":  # synthetic manifests have no environment to play: the held-out example's programs
+        from stratagem.envs.spec import resolve
+        from stratagem.rl.corpus import manifests
 
-    def timed(board: list[list[int]]) -> object:
-        nonlocal spent, calls
-        start = time.perf_counter()
-        move = fn(board)
-        spent += time.perf_counter() - start
-        calls += 1
-        return move
-
-    try:
-        Game2048Env().play(0, timed, [])
-    except InvalidAction:  # an illegal move ends the game: the calls so far are what it cost
-        pass
-    return 1e6 * spent / max(calls, 1)
+        return manifests.programs_for(resolve(HELD_OUT_MANIFEST), random.Random(seed), n)
+    return generate_samples(n, seed, task)
 
 
-def line(name: str, rows: list[Measured], width: int = 12) -> str:
+def measure(samples: list[Sample], episodes: int, workers: int) -> list[Measured]:
+    """Every sample played in its own environment (one sandbox runner per environment and parameters)."""
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for i, sample in enumerate(samples):
+        groups[(sample.env, repr(sorted(sample.params.items())))].append(i)
+    measured: list[Measured | None] = [None] * len(samples)
+    for indices in groups.values():
+        first = samples[indices[0]]
+        completions = ["```python\n" + samples[i].source + "```" for i in indices]
+        with Runner(first.env, first.params, workers=workers) as runner:
+            results = runner.evaluate(completions, seeds=list(range(episodes)))
+            scored = Rubric().score_all(results, runner.spec.reward)
+        for i, result, score in zip(indices, results, scored, strict=True):
+            kinds = outcomes(result)
+            failed = result.error is not None or any(k in ("cheat", "crash", "timeout") for k in kinds)
+            measured[i] = Measured(score.total, result.mean_score, result.win_rate,
+                                   kinds.count("illegal") / max(len(kinds), 1), failed, len(result.episodes),
+                                   result.seconds)  # fmt: skip
+    return [m for m in measured if m is not None]
+
+
+def line(name: str, rows: list[Measured], width: int) -> str:
     if not rows:
-        return f"{name:<{width}} {0:>5}"
+        return f"{name:<{width}} {0:>4}"
     rewards = [r.reward for r in rows]
     spread = statistics.stdev(rewards) if len(rows) > 1 else 0.0
-    rate = sum(r.moves for r in rows) / max(sum(r.seconds for r in rows), 1e-9)
-    return (f"{name:<{width}} {len(rows):>5} {statistics.mean(rewards):>8.3f} {spread:>7.3f}"
-            f" {statistics.mean(r.score for r in rows):>8.0f} {max(r.score for r in rows):>8.0f}"
-            f" {statistics.mean(r.illegal for r in rows):>8.2f} {statistics.mean(r.win_rate for r in rows):>6.3f}"
-            f" {max(r.seconds for r in rows):>7.2f} {rate:>9.0f} {max(r.us_per_move for r in rows):>8.0f}")  # fmt: skip
+    rate = sum(r.episodes for r in rows) / max(sum(r.seconds for r in rows), 1e-9)
+    return (f"{name:<{width}} {len(rows):>4} {statistics.mean(rewards):>8.3f} {spread:>7.3f}"
+            f" {statistics.mean(r.score for r in rows):>9.2f} {max(r.score for r in rows):>9.2f}"
+            f" {statistics.mean(r.win_rate for r in rows):>6.3f} {statistics.mean(r.illegal for r in rows):>8.2f}"
+            f" {statistics.mean(r.failed for r in rows):>7.2f} {rate:>7.1f}")  # fmt: skip
+
+
+def report(task: str, samples: list[Sample], rows: list[Measured], seconds: float) -> None:
+    width = 34
+    print(f"\n## {task}: {len(samples)} programs in {seconds:.0f} s; families {program_families(task)}")
+    print(f"{'':<{width}} {'n':>4} {'reward':>8} {'sd':>7} {'score':>9} {'max':>9} {'wins':>6} {'illegal':>8}"
+          f" {'failed':>7} {'ep/s':>7}")  # fmt: skip
+    for key in ("family", "env"):
+        groups: dict[str, list[Measured]] = defaultdict(list)
+        for sample, row in zip(samples, rows, strict=True):
+            label = sample.family if key == "family" else " ".join([sample.env, *map(str, sample.params.values())])
+            groups[label].append(row)
+        for label in program_families(task) if key == "family" else sorted(groups):
+            print(line(f"{key} {label}", groups.get(label, []), width))
+    print(line("all", rows, width))
+    lines = [s.source.count("\n") for s in samples]
+    print(f"lines: mean {statistics.mean(lines):.1f}, median {statistics.median(lines):.0f}, max {max(lines)}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=200, help="programs to generate")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument("--n", type=int, default=60, help="programs per task")
     parser.add_argument("--seed", type=int, default=0, help="corpus seed")
-    parser.add_argument("--episodes", type=int, default=4, help="episodes per program (game seeds 0..episodes-1)")
+    parser.add_argument("--episodes", type=int, default=4, help="episodes per program (seeds 0..episodes-1)")
     parser.add_argument("--workers", type=int, default=2, help="sandbox worker processes")
     args = parser.parse_args()
-
-    samples = generate_samples(args.n, args.seed)
-    completions = ["```python\n" + s.source + "```" for s in samples]
-    start = time.perf_counter()
-    with Runner("2048", workers=args.workers) as runner:
-        results = runner.evaluate(completions, seeds=list(range(args.episodes)))
-        scored = Rubric().score_all(results, runner.spec.reward)
-    elapsed = time.perf_counter() - start
-
-    per_family: dict[str, list[Measured]] = {family: [] for family in program_families()}
-    per_variant: dict[str, list[Measured]] = {}
-    failures = 0
-    for sample, result, score in zip(samples, results, scored, strict=True):
-        kinds = outcomes(result)
-        failures += result.error is not None or any(k in ("cheat", "crash", "timeout") for k in kinds)
-        measured = Measured(score.total, result.mean_score, kinds.count("illegal") / len(kinds), result.win_rate,
-                            result.seconds, result.moves, call_cost(sample))  # fmt: skip
-        per_family[sample.family].append(measured)
-        per_variant.setdefault(f"{sample.family}/{sample.variant}", []).append(measured)
-
-    print(f"{args.n} programs (seed {args.seed}) x {args.episodes} episodes in the sandbox in {elapsed:.1f} s; "
-          f"family weights {program_families()}")  # fmt: skip
-    print(f"{'family':<12} {'n':>5} {'reward':>8} {'sd':>7} {'score':>8} {'max':>8} {'illegal':>8} {'wins':>6}"
-          f" {'max s':>7} {'moves/s':>9} {'us/move':>8}")  # fmt: skip
-    for family, rows in per_family.items():
-        print(line(family, rows))
-    print(line("overall", [m for rows in per_family.values() for m in rows]))
-    print("\nby variant")
-    for variant, rows in sorted(per_variant.items()):
-        print(line(variant, rows, width=28))
-    print(f"\nprograms that crashed, timed out or broke a rule: {failures}")
-    chars = [len(s.source) for s in samples]
-    lines = [s.source.count("\n") for s in samples]
-    print(f"length: chars mean {statistics.mean(chars):.0f} median {statistics.median(chars):.0f} "
-          f"(min {min(chars)}, max {max(chars)}); lines mean {statistics.mean(lines):.1f} "
-          f"median {statistics.median(lines):.0f} (min {min(lines)}, max {max(lines)})")  # fmt: skip
+    for task in args.tasks:
+        started = time.perf_counter()
+        samples = samples_of(task, args.n, args.seed)
+        rows = measure(samples, args.episodes, args.workers)
+        report(task, samples, rows, time.perf_counter() - started)
 
 
 if __name__ == "__main__":

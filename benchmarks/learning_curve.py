@@ -1,14 +1,18 @@
-"""Proof that the default run learns: the policy before and after, on the same held-out seeds.
+"""Does a run learn? The policy before and after, and the best program, on the same held-out seeds.
 
-    python benchmarks/learning_curve.py                 # runs `stratagem train`'s default run first
-    python benchmarks/learning_curve.py --run RUN_DIR   # measures an existing run
+    python benchmarks/learning_curve.py                                  # the default run (2048), then measure it
+    python benchmarks/learning_curve.py -- --env pong --max-steps 12     # any `stratagem train` arguments after --
+    python benchmarks/learning_curve.py --run RUN_DIR                    # measure a finished run
 
-Two tables. The first reads the run's own metrics.jsonl: mean reward and mean 2048 score of the
-programs sampled at the first and the last steps (mean over a window of steps, and the spread
-between steps in that window). The second is a fresh, fairer measurement: ``--samples``
-programs sampled from the starting policy (the adapter switched off) and as many from the
-trained one, with the same sampling seed, each played on the same ``--episodes`` held-out
-seeds (never used in training), in the sandbox, and scored with the same rubric.
+Three tables. The first reads the run's own metrics.jsonl: mean reward and score of the programs sampled in the
+first and the last steps (a window of steps at each end). The second is the fair measurement: ``--samples``
+programs sampled from the starting policy (the adapter switched off) and as many from the trained one, with the
+same sampling seed and the run's prompt and sampling settings, each played on the same ``--episodes`` held-out
+seeds (never used in training: training seeds are drawn below 2**31, these start at 10**9), in the sandbox, scored
+by the run's rubric. Each cell is a mean over programs ± its standard error; ``z`` is the trained-minus-start
+difference in standard errors (above 2: clearly above where it started). The third plays the run's best program
+(``best_strategy.py``) and, where the environment has one, a hand-written reference program on
+``--best-episodes`` held-out seeds: win rate ± standard error and mean score.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import statistics
 import sys
 import time
@@ -25,92 +30,139 @@ import torch
 
 from stratagem.agents.policy import encode_prompts, load_model, sample
 from stratagem.agents.prompts import task_prompt
+from stratagem.agents.results import ProgramResult
 from stratagem.agents.runner import Runner
 from stratagem.envs.spec import resolve
-from stratagem.rl.config import load_config, make_config, read_yaml
+from stratagem.rl.config import make_config, read_yaml
 
 HELD_OUT_SEEDS = 1_000_000_000  # training seeds are drawn below 2**31 from (seed, step); these are fixed and apart
+REFERENCES = {"2048": "stratagem.agents.baselines:HEURISTIC_2048"}  # env -> a strong hand-written program
 
 
-def window(rows: list[dict], key: str) -> tuple[float, float]:
-    values = [row[key] for row in rows]
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """The mean and its standard error (0 for fewer than two values)."""
+    if not values:
+        return math.nan, math.nan
+    se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
+    return statistics.mean(values), se
 
 
 def curve_table(run: Path, width: int) -> str:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     first, last = rows[:width], rows[-width:]
-    lines = [f"run {run}: {len(rows)} steps; windows of {width} steps (mean ± spread between steps)",
-             f"{'':>12} | {'reward':>16} | {'2048 score':>16} | {'built':>6} | {'win rate':>8}",
-             "-" * 70]  # fmt: skip
-    built = "frac_programs_built" if "frac_programs_built" in rows[0] else "valid_programs"  # its name before
+    lines = [f"run {run}: {len(rows)} steps; the first and last {min(width, len(rows))} steps (mean ± spread)",
+             f"{'':>12} | {'reward':>16} | {'score':>16} | {'built':>6} | {'win rate':>8}", "-" * 70]  # fmt: skip
     for name, part in (("first steps", first), ("last steps", last)):
-        (r, rs), (s, ss) = window(part, "reward"), window(part, "score")
-        lines.append(f"{name:>12} | {r:+8.3f} ± {rs:5.3f} | {s:8.0f} ± {ss:5.0f} | "
-                     f"{window(part, built)[0]:6.2f} | {window(part, 'win_rate')[0]:8.3f}")  # fmt: skip
-    (r0, _), (r1, _) = window(first, "reward"), window(last, "reward")
-    (s0, _), (s1, _) = window(first, "score"), window(last, "score")
-    lines.append(f"{'gain':>12} | {r1 - r0:+8.3f}         | {s1 / max(s0, 1e-9):7.2f}x         |")
+        r, rs = mean_se([row["reward"] for row in part])
+        s, ss = mean_se([row["score"] for row in part])
+        built = statistics.mean(row["frac_programs_built"] for row in part)
+        lines.append(f"{name:>12} | {r:+8.3f} ± {rs:5.3f} | {s:8.2f} ± {ss:5.2f} | {built:6.2f} | "
+                     f"{statistics.mean(row['win_rate'] for row in part):8.3f}")  # fmt: skip
     return "\n".join(lines)
 
 
-def evaluate_policies(run: Path, samples: int, episodes: int) -> str:
+def policy_table(run: Path, samples: int, episodes: int) -> str:
     from peft import PeftModel
 
     config = make_config(read_yaml(run / "config.yaml"))
     base, tokenizer = load_model(config.model_path(), config.dtype)
     model = PeftModel.from_pretrained(base, run / "adapter").eval()
     spec = resolve(config.env)
-    ids, mask = encode_prompts(tokenizer, [task_prompt(spec)] * samples, config.max_prompt_length)
+    prompt = task_prompt(spec, config.env_params)
+    ids, mask = encode_prompts(tokenizer, [prompt] * samples, config.max_prompt_length)
     seeds = list(range(HELD_OUT_SEEDS, HELD_OUT_SEEDS + episodes))
     rubric = config.rubric()
-    lines = [f"{samples} programs per policy, each on held-out seeds {seeds[0]}..{seeds[-1]}",
-             f"{'policy':>10} | {'reward':>16} | {'2048 score':>16} | {'built':>6} | {'win rate':>8} | {'sec':>5}",
-             "-" * 78]  # fmt: skip
-    means = {}
+    lines = [f"{samples} programs per policy, each on held-out seeds {seeds[0]}..{seeds[-1]} (± standard error)",
+             f"{'policy':>10} | {'reward':>16} | {'score':>16} | {'win rate':>15} | {'built':>5} | {'sec':>5}",
+             "-" * 84]  # fmt: skip
+    measured: dict[str, dict[str, tuple[float, float]]] = {}
     with Runner(spec, config.env_params, workers=config.workers) as runner:
         for name in ("start", "trained"):
             started = time.perf_counter()
             with model.disable_adapter() if name == "start" else contextlib.nullcontext():
                 out = sample(model, tokenizer, ids, mask, config.sampling_params(), torch.Generator().manual_seed(0))
             results = runner.evaluate(out.texts, seeds)
-            rewards = [s.total for s in rubric.score_all(results, spec.reward)]
-            scores = [r.mean_score for r in results]
-            sem_r = statistics.stdev(rewards) / len(rewards) ** 0.5
-            sem_s = statistics.stdev(scores) / len(scores) ** 0.5
-            means[name] = (statistics.mean(rewards), statistics.mean(scores))
-            lines.append(f"{name:>10} | {means[name][0]:+8.3f} ± {sem_r:5.3f} | {means[name][1]:8.0f} ± {sem_s:5.0f} | "
-                         f"{sum(r.error is None for r in results) / len(results):6.2f} | "
-                         f"{statistics.mean(r.win_rate for r in results):8.3f} | "
-                         f"{time.perf_counter() - started:5.1f}")  # fmt: skip
-    reward_gain = means["trained"][0] - means["start"][0]
-    score_ratio = means["trained"][1] / max(means["start"][1], 1e-9)
-    lines.append(f"{'gain':>10} | {reward_gain:+8.3f}         | {score_ratio:7.2f}x         |  (± = standard error)")
+            row = {"reward": mean_se([s.total for s in rubric.score_all(results, spec.reward)]),
+                   "score": mean_se([r.mean_score for r in results]),
+                   "win": mean_se([r.win_rate for r in results])}  # fmt: skip
+            measured[name] = row
+            built = sum(r.error is None for r in results) / len(results)
+            (r, rs), (s, ss), (w, ws) = row["reward"], row["score"], row["win"]
+            lines.append(f"{name:>10} | {r:+8.3f} ± {rs:5.3f} | {s:8.2f} ± {ss:5.2f} | {w:7.3f} ± {ws:5.3f} | "
+                         f"{built:5.2f} | {time.perf_counter() - started:5.1f}")  # fmt: skip
+    z = {key: z_score(measured["start"][key], measured["trained"][key]) for key in ("reward", "score", "win")}
+    lines.append(
+        f"{'z':>10} | {z['reward']:>16.1f} | {z['score']:>16.1f} | {z['win']:>15.1f} |  (trained - start, in SE)"
+    )
     return "\n".join(lines)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", type=Path, help="an existing run directory (default: run the default training)")
-    parser.add_argument("--samples", type=int, default=128, help="programs sampled from each policy")
-    parser.add_argument("--episodes", type=int, default=4, help="held-out episodes per program")
-    parser.add_argument("--window", type=int, default=5, help="steps averaged at each end of the curve")
-    args = parser.parse_args()
-    run = args.run
-    if run is None:
-        from stratagem.rl.trainer import Trainer
+def z_score(start: tuple[float, float], trained: tuple[float, float]) -> float:
+    spread = math.hypot(start[1], trained[1])
+    difference = trained[0] - start[0]
+    return difference / spread if spread > 0 else (0.0 if difference == 0 else math.copysign(math.inf, difference))
 
-        run = Path("runs") / time.strftime("learning-curve-%Y%m%d-%H%M%S")
-        config = load_config(None, {"output_dir": str(run)})
-        started = time.perf_counter()
-        Trainer(config, run).train()
-        print(f"default run: {time.perf_counter() - started:.0f} s of training (model build excluded if cached)")
+
+def best_table(run: Path, episodes: int) -> str:
+    config = make_config(read_yaml(run / "config.yaml"))
+    spec = resolve(config.env)
+    programs: dict[str, str] = {}
+    if (run / "best_strategy.py").is_file():
+        info = json.loads((run / "best.json").read_text()) if (run / "best.json").is_file() else {}
+        programs[f"best (step {info.get('step', '?')})"] = (run / "best_strategy.py").read_text()
+    if (reference := REFERENCES.get(spec.name)) is not None:
+        module, name = reference.split(":")
+        programs["reference"] = getattr(__import__(module, fromlist=[name]), name)
+    if not programs:
+        return "no best program in the run, and no reference program for this environment"
+    seeds = list(range(HELD_OUT_SEEDS, HELD_OUT_SEEDS + episodes))
+    lines = [f"programs on {episodes} held-out seeds", f"{'program':>16} | {'win rate':>15} | {'mean score':>10}"]
+    with Runner(spec, config.env_params, workers=config.workers) as runner:
+        for name, source in programs.items():
+            result: ProgramResult = runner.evaluate([f"```python\n{source}\n```"], seeds)[0]
+            if result.error is not None:
+                lines.append(f"{name:>16} | failed: {result.error}")
+                continue
+            wins = [1.0 if e.won else 0.0 for e in result.episodes]
+            win, se = mean_se(wins)
+            lines.append(f"{name:>16} | {win:7.3f} ± {se:5.3f} | {result.mean_score:10.1f}")
+    return "\n".join(lines)
+
+
+def train(arguments: list[str]) -> Path:
+    """``stratagem train`` with ``arguments`` into a fresh run directory under runs/ (unless they name one)."""
+    from stratagem.cli import main as cli
+
+    if "--output-dir" not in arguments:
+        arguments = [*arguments, "--output-dir", time.strftime("runs/learning-curve-%Y%m%d-%H%M%S")]
+    run = Path(arguments[arguments.index("--output-dir") + 1])
+    started = time.perf_counter()
+    status = cli(["train", *arguments])
+    if status:
+        raise SystemExit(status)
+    print(f"trained in {time.perf_counter() - started:.0f} s: {run}\n")
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    ours, train_args = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser.add_argument("--run", type=Path, help="an existing run directory (default: train one first)")
+    parser.add_argument("--samples", type=int, default=64, help="programs sampled from each policy")
+    parser.add_argument("--episodes", type=int, default=8, help="held-out episodes per sampled program")
+    parser.add_argument("--best-episodes", type=int, default=100, help="held-out episodes for the best program")
+    parser.add_argument("--window", type=int, default=5, help="steps averaged at each end of the run's curve")
+    args = parser.parse_args(ours)
+    if args.run is not None and train_args:
+        parser.error("give either --run RUN_DIR or training arguments after --, not both")
+    run = args.run or train(train_args)
     if not (run / "adapter").is_dir():
         print(f"{run} has no final adapter/ (did the run finish?)", file=sys.stderr)
         return 2
-    print(curve_table(run, args.window))
-    print()
-    print(evaluate_policies(run, args.samples, args.episodes))
+    for table in (curve_table(run, args.window), policy_table(run, args.samples, args.episodes),
+                  best_table(run, args.best_episodes)):  # fmt: skip
+        print(table, end="\n\n", flush=True)
     return 0
 
 

@@ -31,7 +31,7 @@ def test_samples_are_the_programs_with_their_families():
 
 def test_families_are_weighted_and_all_appear():
     weights = program_families()
-    assert set(weights) == {"bad", "weak_legal", "fixed_order", "greedy"}
+    assert set(weights) == {"bad", "weak_legal", "fixed_order", "greedy", "lines"}
     assert abs(sum(weights.values()) - 1.0) < 1e-9
     counts = {family: 0 for family in weights}
     for sample in generate_samples(1000, seed=0):
@@ -47,7 +47,7 @@ def test_every_program_passes_the_sandbox_checks_and_is_short():
         program = load(fenced(source), strategy)
         assert program.source == source  # extracted whole: nothing trimmed, nothing added
     lines = [source.count("\n") for source in programs]
-    assert max(lines) <= 45 and 8 <= statistics.median(lines) <= 32
+    assert max(lines) <= 50 and 8 <= statistics.median(lines) <= 32
 
 
 def test_families_are_ordered_in_the_real_sandbox():

@@ -60,20 +60,21 @@ def test_the_cache_builds_once_and_a_killed_build_leaves_nothing(tmp_path, monke
 
 
 def test_the_tokenizer_encodes_any_text_and_programs_compactly():
+    """One tokenizer for every task: any text round-trips; the built-in prompts and the programs are short."""
     from stratagem.agents.prompts import task_prompt
     from stratagem.envs.spec import resolve
-    from stratagem.rl.corpus import generate_programs
-    from stratagem.rl.default_model import _train_tokenizer, completion_text
+    from stratagem.rl.default_model import default_tokenizer, training_pairs
 
     settings = DefaultModelSettings()  # the real default's corpus and vocabulary
-    programs = [completion_text(p) for p in generate_programs(settings.programs, settings.seed)]
-    tokenizer = _train_tokenizer(task_prompt(resolve("2048")), programs, settings.vocab_size)
+    tokenizer = default_tokenizer(settings)
+    programs = [completion for _, completion in training_pairs(settings)]
     for text in ["naïve 🙂 code\n\tx = 1", "def strategy(board):\n    return 'never seen this line'\n", programs[0]]:
         assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
-    tokens = [len(tokenizer(p)["input_ids"]) for p in programs[:200]]
-    chars = [len(p) for p in programs[:200]]
+    tokens = [len(tokenizer(p)["input_ids"]) for p in programs[:300]]
+    chars = [len(p) for p in programs[:300]]
     assert sum(tokens) < sum(chars) / 8, "whole lines should merge into few tokens"
-    assert len(tokenizer(task_prompt(resolve("2048")))["input_ids"]) < 40
+    for env in ("2048", "pong", "breakout", "openspiel", "matmul", "atari"):
+        assert len(tokenizer(task_prompt(resolve(env)))["input_ids"]) < 40, env
 
 
 def test_latest_checkpoint_survives_a_crash_mid_write(tmp_path):
@@ -122,3 +123,28 @@ def test_the_gpt_oss_default_is_a_gpt_oss_the_sampler_and_the_config_take(tmp_pa
     preset = load_config(str(Path(__file__).parents[1] / "examples" / "gpu_gpt_oss.yaml"), {})
     assert (preset.model, preset.device, preset.dtype) == ("default-gpt-oss", "cuda", "bfloat16")
     assert preset.model_path() == str(tmp_path / "gpt-oss")
+
+
+def test_a_user_manifest_primes_the_default_model_once_and_built_in_ones_do_not(tmp_path, monkeypatch):
+    """A manifest of a class the corpus can derive programs for (the example's guessing game) gets the default
+    model primed on programs using its declared names, built once and cached; built-in environments and
+    manifests of a class not recognised get the default model itself."""
+    monkeypatch.setattr(default_model, "PRIME_PROGRAMS", 8)
+    monkeypatch.setattr(default_model, "PRIME_STEPS", 2)
+    base = build_default_model(tmp_path / "base", TINY)
+    example = str(Path(__file__).parents[1] / "examples" / "custom_env" / "openenv.yaml")
+    primed = default_model.primed_for(base, example, {}, TINY)
+    assert primed != base and primed.parent == base.parent and (primed / "config.json").is_file()
+    assert _weights(primed).keys() == _weights(base).keys()
+    assert any(not torch.equal(_weights(primed)[k], _weights(base)[k]) for k in _weights(base)), "it trained"
+
+    def must_not_build(*args, **kwargs):
+        raise AssertionError("primed again")
+
+    monkeypatch.setattr(default_model, "_prime", must_not_build)
+    assert default_model.primed_for(base, example, {}, TINY) == primed  # cached
+    with pytest.raises(AssertionError, match="primed again"):  # another run's prompt is another priming
+        default_model.primed_for(base, example, {"high": 50}, TINY)
+    assert default_model.primed_for(base, "2048", {}, TINY) == base
+    toy = str(Path(__file__).parent / "toy_env" / "openenv.yaml")  # "an action dict": no class to derive from
+    assert default_model.primed_for(base, toy, {}, TINY) == base

@@ -24,6 +24,15 @@ def test_a_new_environment_gets_a_prompt_from_its_manifest(toy_manifest):
     assert "def strategy(observation)" in prompt and "Count to a target" in prompt
 
 
+def test_the_prompt_names_the_runs_environment_parameters():
+    """One manifest serves many games: the prompt must say which (and say nothing extra without parameters)."""
+    atari = resolve("atari")
+    assert "This run" not in task_prompt(atari)
+    freeway = task_prompt(atari, {"game": "Freeway", "frameskip": 4})
+    assert "This run: frameskip=4, game=Freeway." in freeway
+    assert freeway != task_prompt(atari, {"game": "MsPacman"})
+
+
 def play(source: str, seeds: range) -> list[int]:
     strategy = resolve("2048").strategy
     fn = build(check(source, strategy), strategy)

@@ -324,3 +324,22 @@ def test_the_wire_shape_is_openenvs_code_observation(url):
         assert failed["observation"]["exit_code"] == 1 and failed["reward"] == 0.0
         assert http.get("/state", headers={H: sid}).json()["last_exit_code"] == 1  # OpenEnv's CodeState field
         http.delete("/session", headers={H: sid})
+
+
+def test_a_strategy_program_drives_the_sandbox_through_its_matmul_task():
+    """The program returns a cell; the runner holds the environment (whose cells need their own process, which
+    a program's sandbox may not start) and asks the program for one cell at a time: the honest program is
+    played and scored with its cell's speedup, not refused as a cheat or a crash."""
+    from pathlib import Path
+
+    from stratagem.agents.rewards import outcomes
+    from stratagem.agents.runner import Runner
+
+    source = (Path(__file__).parents[1] / "examples" / "strategies" / "matmul_cell.py").read_text()
+    params = {"task": "matmul", "max_episode_steps": 1, "task_params": {"size": 24, "trials": 1}}
+    with Runner("sandbox", params, workers=1) as runner:
+        assert runner.mode == "call"
+        result = runner.evaluate([source], seeds=[0, 1])[0]
+    assert result.error is None and outcomes(result) in (["loss", "loss"], ["win", "loss"], ["loss", "win"],
+                                                          ["win", "win"])  # fmt: skip
+    assert all(e.score > 0 for e in result.episodes), [e.score for e in result.episodes]  # a speedup (0: wrong)

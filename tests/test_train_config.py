@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from stratagem.cli import build_parser, main
 from stratagem.rl.config import DEFAULT_RUN, ConfigError, GRPOConfig, load_config, make_config, parse_flag_value
+
+HERE = Path(__file__).parent
 
 
 def test_defaults_are_trls_where_trl_has_the_field():
@@ -22,6 +26,25 @@ def test_no_config_file_means_the_embedded_default_run_and_a_file_means_trl_defa
     path.write_text("max_steps: 3\nloss_type: grpo\n")
     config = load_config(path, {"learning_rate": "5e-4"})
     assert (config.max_steps, config.loss_type, config.learning_rate) == (3, "grpo", 5e-4)
+
+
+def test_a_manifests_training_block_sits_between_the_embedded_run_and_the_file_and_flags(tmp_path):
+    """Layers, lowest first: the embedded run, the manifest's training block, a config file, the flags;
+    env_params merge key by key across them."""
+    manifest = tmp_path / "openenv.yaml"
+    source = (HERE / "toy_env" / "openenv.yaml").read_text()
+    manifest.write_text(source + "training: {num_episodes: 9, max_steps: 7, env_params: {target: 5}}\n")
+    (tmp_path / "toy_env_module.py").write_text((HERE / "toy_env" / "toy_env_module.py").read_text())
+    config = load_config(None, {"env": str(manifest)})
+    assert (config.num_episodes, config.max_steps, config.env_params) == (9, 7, {"target": 5})
+    assert config.learning_rate == DEFAULT_RUN["learning_rate"]  # the embedded run below it
+    path = tmp_path / "my.yaml"
+    path.write_text(f"env: {manifest}\nmax_steps: 3\nenv_params: {{other: 1}}\n")
+    config = load_config(path, {"num_episodes": 2})
+    assert (config.num_episodes, config.max_steps, config.env_params) == (2, 3, {"target": 5, "other": 1})
+    manifest.write_text(source + "training: {num_episode: 9}\n")
+    with pytest.raises(ConfigError, match="training block: 'num_episode' is not a training setting"):
+        load_config(None, {"env": str(manifest)})
 
 
 @pytest.mark.parametrize(

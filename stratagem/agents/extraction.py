@@ -3,7 +3,8 @@
 The completion is untrusted model output, read by the parent before any sandbox is involved: its
 size is capped (MAX_COMPLETION_CHARS), fences are found in one pass over its lines, and the parser
 is called a bounded number of times (MAX_PARSE_ATTEMPTS), so no crafted text makes extraction
-quadratic. The program is the last fenced block that defines the function, else the bare code from
+quadratic. The program is the last fenced block that defines the function, else the whole completion where
+it all parses and defines the function at top level, else the bare code from
 the first ``def``/``import`` (with the constants just before it), trailing prose and a cut-off last
 line trimmed away.
 """
@@ -63,10 +64,30 @@ def extract(completion: str, function: str) -> str:
     for tag, body in reversed(_fenced_blocks(completion)):
         if tag in _PYTHON_TAGS and definition.search(body):
             return _trim_to_parseable(body)
+    if (whole := _whole_program(completion, function)) is not None:
+        return whole
     start = _CODE_START.search(completion)
     if start is None or not definition.search(completion):
         raise ProgramError("syntax", "no-code", f"no definition of {function}(...) found in the completion")
     return _trim_to_parseable(_with_leading_constants(completion[: start.start()]) + completion[start.start() :])
+
+
+_PROGRAM_PARTS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Import, ast.ImportFrom, ast.Assign, ast.AnnAssign)
+
+
+def _whole_program(completion: str, function: str) -> str | None:
+    """The completion itself when all of it is a program file: imports, constants, docstrings and functions, one
+    of them ``function``. Its strings may hold code of their own (a cell it sends), which the search for the
+    first ``def`` would cut into; anything else at top level (a call, prose) leaves it to that search."""
+    try:
+        body = parse(completion).body
+    except SyntaxError:
+        return None
+    docstring = [isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in body]
+    if not all(isinstance(node, _PROGRAM_PARTS) or doc for node, doc in zip(body, docstring, strict=True)):
+        return None
+    defines = any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == function for node in body)
+    return completion if defines else None
 
 
 def _fenced_blocks(completion: str) -> list[tuple[str, str]]:

@@ -2,10 +2,15 @@
 
 The manifest's ``strategy`` block says what to write (function name and arguments), what the
 arguments hold (``inputs``), what to return (``returns``) and which modules may be imported;
-the prompt states those and the sandbox rules, in the style of the public 2048 notebook.
+the prompt states those and the sandbox rules, in the style of the public 2048 notebook. The
+environment's parameters given for the run (``-p game=Freeway``) are named in it too: one manifest
+serves many games, and the policy must know which one it plays.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 from stratagem.envs.spec import EnvSpec
 
@@ -21,10 +26,13 @@ an underscore. Put any helpers in the same code block.
 Answer with the complete function in one ```python code block."""
 
 
-def task_prompt(spec: EnvSpec) -> str:
+def task_prompt(spec: EnvSpec, params: Mapping[str, Any] | None = None) -> str:
     strategy = spec.strategy
+    description = spec.description.strip() or f"An environment called {spec.name}."
+    if params:
+        description += "\nThis run: " + ", ".join(f"{name}={value}" for name, value in sorted(params.items())) + "."
     return TEMPLATE.format(
-        description=spec.description.strip() or f"An environment called {spec.name}.",
+        description=description,
         signature=f"def {strategy.function}({', '.join(strategy.args)})",
         goal=strategy.goal,
         inputs=strategy.inputs or ", ".join(strategy.args),

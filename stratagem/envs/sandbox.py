@@ -195,6 +195,9 @@ class SandboxTask:
 
 
 class SandboxEnv(Environment):
+    # A step starts and drives the environment's own sandboxed process: the runner holds the environment in the
+    # parent and asks the program for one cell at a time, since the program's sandbox may not start processes.
+    slow_steps = True
     action_type = SandboxAction
     observation_type = SandboxObservation
     state_type = SandboxState

@@ -267,6 +267,11 @@ class EnvSpec(BaseModel):
     max_episode_steps: int | None = Field(default=None, ge=1)
     reward: RewardSpec = Field(default_factory=RewardSpec)
     strategy: StrategySpec = Field(default_factory=StrategySpec)
+    training: dict[str, Any] = Field(
+        default_factory=dict,
+        description="defaults for `stratagem train` on this environment (training config fields, env_params among "
+        "them), under a --config file's values and the flags",
+    )
     # OpenEnv 0.10's
     validation: ValidationSpec | None = Field(default=None, description="what openenv validate reads")
 

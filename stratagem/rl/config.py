@@ -204,9 +204,10 @@ class GRPOConfig(BaseModel):
         """``model`` as a loadable path: "default" (and "default-gpt-oss") is the embedded model, built on first use."""
         if self.model not in DEFAULT_MODELS:
             return self.model
-        from stratagem.rl.default_model import DefaultModelSettings, default_model_path
+        from stratagem.rl.default_model import DefaultModelSettings, default_model_path, primed_for
 
-        return str(default_model_path(DefaultModelSettings(architecture=DEFAULT_MODELS[self.model])))
+        settings = DefaultModelSettings(architecture=DEFAULT_MODELS[self.model])
+        return str(primed_for(default_model_path(settings), self.env, self.env_params, settings))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(), sort_keys=False)
@@ -262,10 +263,37 @@ def make_config(values: dict[str, Any]) -> GRPOConfig:
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> GRPOConfig:
     """The config in ``path`` (YAML; missing fields take the defaults) or, with no path, the embedded
-    default run; then ``overrides`` (from command-line flags) on top."""
-    values: dict[str, Any] = dict(DEFAULT_RUN) if path is None else read_yaml(path)
-    values.update(overrides or {})
-    return make_config(values)
+    default run; then ``overrides`` (from command-line flags) on top.
+
+    The environment's manifest may carry a ``training`` block (Pong's shortens its episodes, tic_tac_toe's
+    plays more of them): it sits above the embedded run and below the file and the flags, ``env_params``
+    merged key by key."""
+    overrides = overrides or {}
+    values: dict[str, Any] = read_yaml(path) if path is not None else {}
+    env = overrides.get("env", values.get("env", GRPOConfig.model_fields["env"].default))
+    training = manifest_training(str(env))
+    below = {**(DEFAULT_RUN if path is None else {}), **training}
+    merged = {**below, **values, **overrides}
+    params = [layer.get("env_params") for layer in (below, values, overrides)]
+    if any(isinstance(p, dict) for p in params):
+        merged["env_params"] = {k: v for p in params if isinstance(p, dict) for k, v in p.items()}
+    return make_config(merged)
+
+
+def manifest_training(env: str) -> dict[str, Any]:
+    """The ``training`` block of ``env``'s manifest, checked; {} where the environment does not resolve (the
+    trainer then says why, in its own words)."""
+    from stratagem.envs.spec import resolve
+
+    try:
+        spec = resolve(env)
+    except Exception:
+        return {}
+    unknown = sorted(set(spec.training) - set(GRPOConfig.model_fields) | set(spec.training) & {"env", "output_dir"})
+    if unknown:
+        raise ConfigError(f"the {spec.name} manifest's training block: {unknown[0]!r} is not a training setting it may "
+                          "give (any field of `stratagem train --help` but env and output_dir)")  # fmt: skip
+    return dict(spec.training)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

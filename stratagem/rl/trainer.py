@@ -106,8 +106,8 @@ class Trainer:
         self.learner = Learner(self.model, config, self.device)  # the adapter's optimizer, schedule and loss
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.sampling = config.sampling_params()
-        batch = config.generation_batch_size
-        self.prompt_ids, self.prompt_mask = encode_prompts(self.tokenizer, [task_prompt(self.spec)] * batch,
+        prompts = [task_prompt(self.spec, config.env_params)] * config.generation_batch_size
+        self.prompt_ids, self.prompt_mask = encode_prompts(self.tokenizer, prompts,
                                                            config.max_prompt_length, context=context_length(base),
                                                            max_new_tokens=config.max_completion_length)  # fmt: skip
         self.step_done = 0
