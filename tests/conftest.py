@@ -131,7 +131,7 @@ __all__ = ["asyncio", "free_port", "health_ok", "running", "wait_for"]
 
 # A tiny default-style policy (tokenizer + Llama, SFT-primed on the 2048 part of the program corpus: the tests
 # train on 2048), built once per test session from a config by the same code that builds the embedded default.
-TINY_POLICY = {"programs": 600, "corpus": "2048", "sft_steps": 150, "hidden_size": 64, "layers": 2, "heads": 2,
+TINY_POLICY = {"programs": 600, "corpus": "2048", "sft_steps": 250, "hidden_size": 64, "layers": 2, "heads": 2,
                "kv_heads": 1, "intermediate_size": 128, "vocab_size": 1024, "batch_size": 16,
                "learning_rate": 1e-2}  # fmt: skip
 

@@ -225,7 +225,7 @@ def test_sampling_with_stratagem_attention_equals_eager():
     from stratagem.agents.policy import SamplingParams, encode_prompts, sample
     from stratagem.rl.default_model import _train_tokenizer
 
-    tokenizer = _train_tokenizer("a prompt", ["def strategy(board):\n    return 0\n"] * 4, 300)
+    tokenizer = _train_tokenizer(["a prompt", *["def strategy(board):\n    return 0\n"] * 4], 300)
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, head_dim=16)  # fmt: skip

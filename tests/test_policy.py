@@ -28,7 +28,7 @@ from stratagem.rl.default_model import _train_tokenizer, completion_text
 @pytest.fixture(scope="module")
 def tokenizer():
     programs = [completion_text(p) for p in generate_programs(60, 0)]
-    return _train_tokenizer("Write a 2048 strategy.", programs, 400)
+    return _train_tokenizer(["Write a 2048 strategy.", *programs], 400)
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,10 @@ def test_the_sft_primed_policy_writes_programs_that_end_at_their_fence(tiny_poli
     out = sample(model, tokenizer, ids, mask, SamplingParams(max_new_tokens=160), torch.Generator().manual_seed(0))
     finished = [t for t, cut in zip(out.texts, out.truncated, strict=True) if not cut]
     assert finished, "every completion ran to max_new_tokens"
-    assert all(t.rstrip().endswith("```") for t in finished if program_complete(t)), "ran on past the fence"
+    for row, (text, cut) in enumerate(zip(out.texts, out.truncated, strict=True)):
+        if not cut and program_complete(text):  # stopped at the token that closed the fence, not one later
+            ids = out.completion_ids[row, : int(out.completion_mask[row].sum())].tolist()
+            assert not program_complete(tokenizer.decode(ids[:-1], skip_special_tokens=True)), "ran on past the fence"
     assert any(t.rstrip().endswith("```") for t in finished)
     loaded = 0
     for text in out.texts:

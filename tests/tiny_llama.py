@@ -21,7 +21,7 @@ def save_tiny_llama(path: Path, max_positions: int = 1024) -> Path:
     from stratagem.rl.default_model import _train_tokenizer, completion_text
 
     programs = [completion_text(p) for p in generate_programs(60, 0)]
-    tokenizer = _train_tokenizer(task_prompt(resolve("2048")), programs, 400)
+    tokenizer = _train_tokenizer([task_prompt(resolve("2048")), *programs], 400)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
                          tie_word_embeddings=True, bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
