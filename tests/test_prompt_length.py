@@ -1,9 +1,10 @@
 """A prompt longer than its room is never cut without a word: the warning names both lengths.
 
-With the default model's own tokenizer (trained as its build trains it) the Pong task prompt is
-551 tokens: past ``max_prompt_length`` 512 it is cut and said so; given the model's context
-(1024 positions) and no cap, it is kept whole; past what the context leaves beside the
-completion it is cut and said so.
+With the default model's own tokenizer (trained as its build trains it) a built-in prompt is a
+few tokens (its lines are merged whole), so the long prompt here is the Pong prompt with user notes
+the tokenizer never saw, ~700 tokens: past ``max_prompt_length`` 512 it is cut and said so; given
+the model's context (1024 positions) and no cap, it is kept whole; past what the context leaves
+beside the completion it is cut and said so.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def pong(tokenizer) -> tuple[str, list[int]]:
-    prompt = task_prompt(resolve("pong"))
+    notes = " ".join(f"note{i}" for i in range(150))  # text no training line holds: many small tokens
+    prompt = task_prompt(resolve("pong")) + "\n" + notes
     return prompt, tokenizer(prompt)["input_ids"]
 
 
