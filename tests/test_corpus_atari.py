@@ -113,7 +113,7 @@ def test_pong_families_are_ordered_by_points_in_short_episodes():
 
 
 def test_breakout_families_are_ordered_by_score_and_reward():
-    by_family = play("breakout", {"max_episode_steps": 1200}, pick("breakout", 3), seeds=[0, 1])
+    by_family = play("breakout", {"max_episode_steps": 1200}, pick("breakout", 2), seeds=[0, 1])
     score = {f: statistics.mean(r.mean_score for r, _ in pairs) for f, pairs in by_family.items()}
     reward = {f: statistics.mean(s.total for _, s in pairs) for f, pairs in by_family.items()}
     assert score["bad"] < score["weak"] < 20 < score["medium"] < score["good"] - 20, score
