@@ -52,25 +52,22 @@ def test_every_program_loads_is_short_and_answers_the_matmul_prompt():
     assert len({s.source for s in samples}) >= 25  # varied, not a handful of texts
 
 
-def test_families_are_ordered_in_the_real_task():
-    """One program of each variant (the first of seed 0), 2 episodes: the bad ones are errors, and the mean
-    speedup rises from weak to medium to good (ordered on average only: one episode's noise is ~15%)."""
+def test_bad_programs_are_wrong_and_the_others_right_in_the_real_task():
+    """One program of each variant (the first of seed 0), one episode: the bad ones' products are wrong (an
+    error, reward at most -2), every other one's right (played to the end, won or lost on speed). Their
+    speeds are measured by benchmarks/corpus_quality.py, not here: a test asserts no timing."""
     picked: dict[tuple[str, str], str] = {}
     for sample in generate_samples(300, seed=0, task="matmul"):
         if sample.env == "matmul":
             picked.setdefault((sample.family, sample.variant), sample.source)
     keys = sorted(picked)
-    with Runner("matmul", workers=1) as runner:
-        results = runner.evaluate([fenced(picked[k]) for k in keys], seeds=[0, 1])
+    with Runner("matmul", {"size": 24, "trials": 1}, workers=1) as runner:
+        results = runner.evaluate([fenced(picked[k]) for k in keys], seeds=[0])
         scored = Rubric().score_all(results, runner.spec.reward)
-    by_family: dict[str, list[tuple[float, float]]] = {family: [] for family in matmul.FAMILIES}
+    assert {family for family, _ in keys} == set(matmul.FAMILIES)
     for (family, variant), result, score in zip(keys, results, scored, strict=True):
         kinds = outcomes(result)
         if family == "bad":
             assert not set(kinds) & {"win", "loss"} and score.total <= -2, (variant, kinds)
         else:
-            assert set(kinds) <= {"win", "loss"}, (variant, kinds, result.message)
-        by_family[family].append((score.total, result.mean_score))
-    speed = {family: statistics.mean(s for _, s in rows) for family, rows in by_family.items()}
-    assert speed["bad"] == 0.0 < speed["weak"] < speed["medium"] < speed["good"], speed
-    assert max(r for r, _ in by_family["bad"]) < min(r for rows in list(by_family.values())[1:] for r, _ in rows)
+            assert set(kinds) <= {"win", "loss"} and score.total > 0, (variant, kinds, result.message)
