@@ -163,14 +163,8 @@ def _train_tokenizer(texts: list[str], vocab_size: int) -> Any:
 
 def training_pairs(settings: DefaultModelSettings) -> list[tuple[str, str]]:
     """The (prompt, completion) pairs the model is primed on: each program in a fenced block, under its prompt."""
-    prompts: dict[tuple[str, str], str] = {}  # one task_prompt per environment and parameters, not per sample
-    pairs = []
-    for sample in generate_samples(settings.programs, settings.seed, settings.corpus):
-        key = (sample.env, repr(sorted(sample.params.items()))) if sample.prompt is None else ("", sample.prompt)
-        if key not in prompts:
-            prompts[key] = sample.prompt_text()
-        pairs.append((prompts[key], completion_text(sample.source)))
-    return pairs
+    samples = generate_samples(settings.programs, settings.seed, settings.corpus)
+    return [(sample.prompt_text(), completion_text(sample.source)) for sample in samples]  # prompts cached there
 
 
 def default_tokenizer(settings: DefaultModelSettings | None = None) -> Any:
