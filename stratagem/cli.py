@@ -14,7 +14,8 @@ from stratagem.cli_args import (
     non_negative_int,
     port_number,
     positive,
-    server_url,
+    ray_address,
+    server_urls,
 )
 from stratagem.cli_play import cmd_play
 from stratagem.cli_replay import add_replay_parser, cmd_replay
@@ -76,7 +77,13 @@ def build_parser(train_fields: bool = True) -> Parser:
     play.add_argument("--seed", type=non_negative_int, default=0, help="first seed; episode i plays seed+i (default 0)")
     play.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     play.add_argument("--record", metavar="DIR", help="write one replay file per episode into DIR")
-    play.add_argument("--url", type=server_url, help="play on this environment server instead of in-process")
+    play.add_argument("--url", type=server_urls, action="extend", metavar="URL",
+                      help="play on this environment server instead of in-process; repeat the flag (or separate "
+                      "URLs by commas) for a pool of servers, with failover")  # fmt: skip
+    play.add_argument("--ray", type=ray_address, metavar="ADDRESS",
+                      help="play on a Ray cluster, one sandbox pool per node: auto (a running cluster), local (start "
+                      "one here), HOST:PORT or ray://HOST:PORT; --workers is then per node. Needs pip install -e "
+                      "'.[ray]'")  # fmt: skip
     play.add_argument(
         "--workers", type=positive(int), default=None, help="sandboxed processes at once (default: cores)"
     )

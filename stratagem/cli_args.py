@@ -94,6 +94,24 @@ def server_url(text: str) -> str:
     return text
 
 
+def server_urls(text: str) -> list[str]:
+    """One server URL or several, comma-separated (``--url A,B``; with ``action="extend"``, ``--url A --url B``)."""
+    urls = [url.strip() for url in text.split(",") if url.strip()]
+    if not urls:
+        raise argparse.ArgumentTypeError(f"expected a server URL such as http://127.0.0.1:8000, got {text!r}")
+    return [server_url(url) for url in urls]
+
+
+def ray_address(text: str) -> str:
+    """``--ray``'s value: auto, local, HOST:PORT or ray://HOST:PORT (Ray itself is checked when it is used)."""
+    from stratagem.agents.ray_backend import check_address
+
+    try:
+        return check_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--ray ")) from None
+
+
 def port_number(text: str) -> int:
     port = _convert(text, int, "a port number")
     if not 1 <= port <= 65535:

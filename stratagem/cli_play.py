@@ -43,7 +43,7 @@ def cmd_play(args: argparse.Namespace) -> int:
     seeds = list(range(args.seed, args.seed + args.episodes))
     interrupted: BaseException | None = None
     with Runner(spec, dict(args.param), workers=args.workers, limits=limits, url=args.url,
-                allow_weaker_sandbox=args.allow_weaker_sandbox) as runner, \
+                allow_weaker_sandbox=args.allow_weaker_sandbox, ray=args.ray) as runner, \
             play_progress(args.episodes, f"play {spec.name}") as progress:  # fmt: skip
         started = time.perf_counter()
         try:

@@ -5,7 +5,8 @@ Python's own SIGINT handler raises KeyboardInterrupt wherever the signal lands. 
 it, and the work goes on as if nothing was pressed. ``sticky_interrupts`` installs a handler that raises the
 same way but also notes the signal, so that a long loop can ``raise_if_dropped`` at its safe points and raise
 what a finaliser swallowed. Code that manages SIGINT itself (the runner's scheduling loop, the trainer's
-uninterruptible update) treats this handler as it treats Python's (``raises_where_it_lands``).
+uninterruptible update) treats this handler as it treats Python's (``raises_where_it_lands``);
+``ScheduleSignals`` is the runner's.
 """
 
 from __future__ import annotations
@@ -54,3 +55,39 @@ def raise_if_dropped() -> None:
     """KeyboardInterrupt if a SIGINT was noted by ``sticky`` (raised already, or swallowed by a finaliser)."""
     if _noted:
         raise KeyboardInterrupt
+
+
+class ScheduleSignals:
+    """The signals that matter while programs are timed, watched for the length of an ``evaluate``.
+
+    SIGCONT ends a stop of this process (Ctrl-Z then fg, SIGSTOP): its wall clocks jumped, and the jump is not
+    the programs' time. SIGINT is noted, and the scheduling loop raises KeyboardInterrupt at its next tick
+    (``check``), never wherever the signal lands: raised inside a finaliser (a recording's file closing, say),
+    the interpreter would print it and drop it, and the work would go on. Handlers are only set from the main
+    thread, and SIGINT's only where it raises where it lands (Python's default or ``sticky``; not
+    where a caller ignores it)."""
+
+    def __init__(self) -> None:
+        self.continued, self.interrupted = 0, False
+        self._previous: dict[int, Any] = {}
+
+    def start(self) -> ScheduleSignals:
+        if threading.current_thread() is threading.main_thread():
+            self._previous[signal.SIGCONT] = signal.signal(signal.SIGCONT, self._on_continue)
+            if raises_where_it_lands(signal.getsignal(signal.SIGINT)):
+                self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_interrupt)
+        return self
+
+    def stop(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _on_continue(self, signum: int, frame: Any) -> None:
+        self.continued += 1
+
+    def _on_interrupt(self, signum: int, frame: Any) -> None:
+        self.interrupted = True
+
+    def check(self) -> None:
+        if self.interrupted:
+            raise KeyboardInterrupt

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import orjson
 
 from stratagem.agents.programs import Program
-from stratagem.agents.remote import RemoteGame
+from stratagem.agents.remote import RemoteGame, ServersDown
 from stratagem.agents.results import ERROR_KINDS, EpisodeResult
 from stratagem.envs.core import EnvError, Environment, InvalidAction, Observation
 from stratagem.envs.outcome import DRAW, ERROR_OUTCOMES, episode_outcome
@@ -48,6 +48,7 @@ class Host(Protocol):
     limits: Any  # runner.Limits: move_s, episode_s, cpu_s
     timed: bool
     url: str | None
+    servers: Any  # client.pool.EnvPool of the servers in ``url``'s list, or None (``url`` is None)
     pool: WorkerPool
     secret: bytes
     max_actions: int
@@ -311,11 +312,19 @@ class CallJob(Job):
         self.cpu_mark = 0.0  # the worker's CPU clock at its last answer (at first: when it took its job)
         self.cpu_excluded = 0.0  # CPU since the mark that was ours (thrashing), not the program's
         self.thrash_started = 0.0
+        self.server: str | None = None  # the server this job's games are on (one of the runner's ``servers``)
+        self.server_failed = False
 
     def on_built(self) -> None:
         runner = self.runner
-        if runner.url:
-            self.env, self.game = runner.env, RemoteGame(runner.env, runner.url)
+        if runner.servers is not None:  # the least busy healthy server; the pool asked it what it serves
+            from stratagem.client.pool import NoServer
+
+            try:
+                self.server = runner.servers.acquire()
+            except NoServer as exc:
+                raise ServersDown(str(exc)) from None
+            self.env, self.game = runner.env, RemoteGame(runner.env, self.server, check=False)
         else:  # a game of its own: jobs of one runner play side by side
             self.env = self.game = runner.spec.make(**runner.params)
         self.new_episode()
@@ -411,13 +420,27 @@ class CallJob(Job):
         self.result = self.recording = None
         super().lose(why)
 
+    def server_lost(self, why: str) -> None:
+        """The job's server failed (``ServerFailed``: never the program's doing): it is out of the pool, and the
+        runner plays what is left again, in a fresh worker, on another server."""
+        if self.server is not None:
+            self.runner.servers.failed(self.server, why)
+        self.server_failed = True
+        self.lose(why)
+
     def stop(self) -> None:
         super().stop()
         if self.recording is not None:  # stopped mid-episode (an interrupt): what was recorded stays readable
             self.recording.close()
             self.recording = None
-        if self.game is not None:
-            self.game.close()
+        try:
+            if self.game is not None:
+                self.game.close()
+                self.game = None
+        finally:
+            if self.server is not None:
+                self.runner.servers.release(self.server)
+                self.server = None
 
 
 def _observation_fields(obs: Observation) -> dict[str, Any]:

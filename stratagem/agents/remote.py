@@ -22,15 +22,21 @@ class ServerFailed(RuntimeError):
     """The environment server (``url``) failed; not the program's fault, so no result is made up."""
 
 
+class ServersDown(ServerFailed):
+    """Every environment server given is down (``client.pool.EnvPool``): nothing left to fail over to."""
+
+
 class RemoteGame:
     """A game on an environment server (WebSocket), seen through the local class's observation model."""
 
-    def __init__(self, env: Environment, url: str) -> None:
+    def __init__(self, env: Environment, url: str, check: bool = True) -> None:
+        """``check=False`` when the server was already asked what it serves (an ``EnvPool`` asks once)."""
         from stratagem.client.http import EnvClient
         from stratagem.client.identify import check_serves
 
-        self.env = env
-        check_serves(url, env)  # a server of another environment: WrongServer (a ValueError) names it
+        self.env, self.url = env, url
+        if check:
+            check_serves(url, env)  # a server of another environment: WrongServer (a ValueError) names it
         try:
             self.client = EnvClient.connect(url)
         except (OSError, ValueError) as exc:

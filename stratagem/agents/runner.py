@@ -23,6 +23,11 @@ processes (``stratagem/sandbox/pool.py``, ``worker.py``), a few at a time. The p
   or lost with its zygote has its episode played again in a fresh worker, from the same key, so
   from the same game; an episode lost ``MAX_ATTEMPTS`` times stops the run with ``WorkersKilled``.
 
+Scaling out, with the same results: ``url`` may list several environment servers, used as one pool
+(``client/pool.py``: health checks; a server that fails costs a replay of its episodes on another, never
+the program's score); ``ray`` spreads each ``evaluate`` over a Ray cluster, one actor per node holding
+this same local pool (``ray_backend.py``).
+
 Ctrl-C (a KeyboardInterrupt) stops ``evaluate`` at once: every process of the pool is ended and
 reaped, and ``Interrupted`` carries the episodes that did finish. ``on_episode`` sees each episode
 as it finishes, for a progress display.
@@ -32,16 +37,16 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
-from stratagem.agents.interrupts import raises_where_it_lands
+from stratagem.agents.interrupts import ScheduleSignals
 from stratagem.agents.jobs import CallJob, Job, PlayJob
 from stratagem.agents.programs import Program, ProgramError, load
-from stratagem.agents.remote import ServerFailed
+from stratagem.agents.remote import ServerFailed, ServersDown
 from stratagem.agents.results import ERROR_KINDS, EpisodeResult, ProgramResult
 from stratagem.envs.rng import EpisodeKey, episode_key
 from stratagem.envs.spec import EnvSpec, resolve
@@ -50,7 +55,7 @@ from stratagem.sandbox.keys import machine_secret
 from stratagem.sandbox.pool import PoolError, SandboxUnavailable, WorkerPool, WorkersKilled
 
 __all__ = ["ERROR_KINDS", "EpisodeResult", "Interrupted", "Limits", "PoolError", "ProgramResult", "Runner",
-           "SandboxUnavailable", "ServerFailed", "WorkersKilled"]  # fmt: skip
+           "SandboxUnavailable", "ServerFailed", "ServersDown", "WorkersKilled"]  # fmt: skip
 SCHEDULE_TICK_S = 0.02  # how often the parent looks at the clocks of workers that sent nothing
 MAX_ATTEMPTS = 3  # an episode whose worker was lost (killed from outside, or with its zygote) is tried this many times
 MAX_ACTIONS = 1_000_000  # moves per episode, for environments that declare no max_episode_steps
@@ -68,47 +73,6 @@ class Limits:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"Limits.{name} must be a positive number, got {value!r}")
-
-
-class _Signals:
-    """The signals that matter while programs are timed, watched for the length of an ``evaluate``.
-
-    SIGCONT ends a stop of this process (Ctrl-Z then fg, SIGSTOP): its wall clocks jumped, and the jump is not
-    the programs' time. SIGINT is noted, and the scheduling loop raises KeyboardInterrupt at its next tick
-    (``check``), never wherever the signal lands: raised inside a finaliser (a recording's file closing, say),
-    the interpreter would print it and drop it, and the work would go on. Handlers are only set from the main
-    thread, and SIGINT's only where it raises where it lands (Python's default or ``interrupts.sticky``; not
-    where a caller ignores it)."""
-
-    def __init__(self) -> None:
-        self.continued, self.interrupted = 0, False
-        self._previous: dict[int, Any] = {}
-
-    def start(self) -> _Signals:
-        import signal
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            self._previous[signal.SIGCONT] = signal.signal(signal.SIGCONT, self._on_continue)
-            if raises_where_it_lands(signal.getsignal(signal.SIGINT)):
-                self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_interrupt)
-        return self
-
-    def stop(self) -> None:
-        import signal
-
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-    def _on_continue(self, signum: int, frame: Any) -> None:
-        self.continued += 1
-
-    def _on_interrupt(self, signum: int, frame: Any) -> None:
-        self.interrupted = True
-
-    def check(self) -> None:
-        if self.interrupted:
-            raise KeyboardInterrupt
 
 
 class Interrupted(KeyboardInterrupt):
@@ -132,19 +96,28 @@ class Runner:
     """Evaluate programs for one environment. Reuse the instance; ``close()`` (or ``with``) when done."""
 
     def __init__(self, env: str | EnvSpec = "2048", params: dict[str, Any] | None = None,
-                 workers: int | None = None, limits: Limits | None = None, url: str | None = None,
+                 workers: int | None = None, limits: Limits | None = None, url: str | Sequence[str] | None = None,
                  allow_weaker_sandbox: bool = False, layers: tuple[str, ...] = LAYERS,
-                 secret: bytes | None = None) -> None:  # fmt: skip
+                 secret: bytes | None = None, ray: Any = None) -> None:  # fmt: skip
         """``layers``: the sandbox's layers to apply (fewer only to study one alone); ``secret``: the key of
         the episodes' randomness and the programs' own random seeds (default: this machine's,
-        ``sandbox/keys.py``), so the same seeds and secret give the same games."""
+        ``sandbox/keys.py``), so the same seeds and secret give the same games. ``url``: an environment
+        server, or several used as one pool. ``ray``: a Ray address (``"auto"``, ``"local"``, ``HOST:PORT``,
+        ``ray://HOST:PORT``) or a ``ray_backend.RayCluster``; ``workers`` is then the sandbox workers per actor.
+        Without Ray installed, ``ray`` raises ``RayUnavailable`` (a ValueError) before any work."""
+        if ray is not None:  # checked first: without Ray installed, or with a bad address, nothing is started
+            from stratagem.agents.ray_backend import RayBackend, RayCluster, require_ray
+
+            require_ray()
+            ray = RayCluster(ray) if isinstance(ray, str) else ray
         self.spec = resolve(env) if isinstance(env, (str, Path)) else env
         self.params = dict(params or {})
         self.limits = limits or Limits()
-        self.url = url
+        self.urls = [url] if isinstance(url, str) else list(url or [])
+        self.url = self.urls[0] if self.urls else None  # call mode on a server; jobs take theirs from ``servers``
         self.env = self.spec.make(**self.params)  # the parent's own game: replays, driven play, the program bridge
         self.timed = self.env.timed_calls
-        self.mode = "call" if (url is not None or self.timed or self.env.slow_steps) else "play"
+        self.mode = "call" if (self.urls or self.timed or self.env.slow_steps) else "play"
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise ValueError(f"workers must be a positive integer, got {workers!r}")
         # Timed calls run one at a time, so that programs do not share the CPU while being timed.
@@ -156,6 +129,17 @@ class Runner:
         self.secret = secret if secret is not None else machine_secret()
         self._pool: WorkerPool | None = None
         self._layers: tuple[dict[str, str], dict[str, str]] | None = None  # the last pool's (applied, missing)
+        self.servers: Any = None  # client.pool.EnvPool over ``urls``
+        if self.urls:
+            from stratagem.client.identify import check_serves
+            from stratagem.client.pool import EnvPool
+
+            self.servers = EnvPool(self.urls, check=lambda server: check_serves(server, self.env))
+        self._ray: Any = None
+        if ray is not None:
+            self._ray = RayBackend(ray, type(self), self.spec, workers, {
+                "params": self.params, "limits": self.limits, "url": self.urls or None, "layers": tuple(layers),
+                "allow_weaker_sandbox": allow_weaker_sandbox, "secret": self.secret})  # fmt: skip
 
     def episode_key(self, seed: int) -> EpisodeKey:
         """The key episode ``seed`` is played from, here and in a worker (which never learns the seed)."""
@@ -176,10 +160,14 @@ class Runner:
         """The layers in force and the ones missing here (for run records and ``stratagem doctor``). Known
         without a pool once one has run; after an interrupt none is started again to tell (empty when the
         interrupt came before the sandbox was up)."""
+        if self._ray is not None:  # every node's: a layer missing on one node is missing
+            return self._ray.sandbox(self.policy.allow_weaker)
         applied, missing = self._layers if self._layers is not None else (self.pool.applied, self.pool.missing)
         return {"applied": dict(applied), "missing": dict(missing), "allow_weaker": self.policy.allow_weaker}
 
     def close(self) -> None:
+        if self._ray is not None:
+            self._ray.close()
         if self._pool is not None:
             self._pool.close()
             self._pool = None
@@ -192,7 +180,8 @@ class Runner:
         self.close()
 
     def evaluate(self, completions: Sequence[str], seeds: Sequence[int], record: str | Path | None = None,
-                 on_episode: Callable[[EpisodeResult], None] | None = None) -> list[ProgramResult]:  # fmt: skip
+                 on_episode: Callable[[EpisodeResult], None] | None = None, *, parts: int | None = None,
+                 jobs: Collection[tuple[int, int]] | None = None) -> list[ProgramResult]:  # fmt: skip
         """Every completion on every seed; results in the order of ``completions``, episodes in seed order.
 
         When there are fewer programs than workers, each program's seeds are split over several
@@ -202,7 +191,11 @@ class Runner:
 
         Raises ``Interrupted`` (a KeyboardInterrupt) with the episodes that finished when interrupted,
         after ending every process of the pool (the next call starts a fresh one); ``WorkersKilled``
-        when something outside keeps killing the sandbox's workers.
+        when something outside keeps killing the sandbox's workers; ``ServersDown`` when every server is.
+
+        A job is one program on ``seeds[part::parts]``; ``parts`` (default: enough jobs to keep every worker
+        busy) and ``jobs`` (the (program, part) pairs to play; default all) let a backend that splits one
+        evaluation over several runners (``ray_backend.py``) play exactly the jobs this runner would.
         """
         seeds = list(seeds)
         if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
@@ -211,13 +204,25 @@ class Runner:
         waiting: list[Job] = []
         job_type = PlayJob if self.mode == "play" else CallJob
         programs = [self._load(completion, results) for completion in completions]
+        if self._ray is not None and jobs is None:  # spread over the cluster's actors (ray_backend.py)
+            try:
+                self._ray.run(list(completions), [i for i, p in enumerate(programs) if p], seeds, results, record,
+                              on_episode)  # fmt: skip
+            except KeyboardInterrupt as exc:
+                self._ray.abandon()
+                raise Interrupted(_in_seed_order(results, seeds), seeds, exc) from exc
+            return _in_seed_order(results, seeds)
         runnable = sum(program is not None for program in programs)
-        chunks = min(len(seeds), -(-self.workers // max(1, runnable)))  # enough jobs to keep every worker busy
+        chunks = parts or min(len(seeds), -(-self.workers // max(1, runnable)))  # enough jobs for every worker
         folder = Path(record) if record else None
+        wanted = None if jobs is None else set(jobs)
         for index, program in enumerate(programs):
             if program is not None:
                 for part in range(chunks):
-                    waiting.append(job_type(self, index, program, seeds[part::chunks], folder))
+                    if wanted is None or (index, part) in wanted:
+                        waiting.append(job_type(self, index, program, seeds[part::chunks], folder))
+        if self.servers is not None:
+            self.servers.refresh()  # servers out since the last call may be back; dead ones are known before play
         running: list[Job] = []
         done: list[Job] = []
         try:
@@ -232,7 +237,6 @@ class Runner:
     def _collect(self, results: list[ProgramResult], seeds: list[int], jobs: list[Job]) -> None:
         """Each job's episodes into its program's result, in seed order. A job played again after a lost worker
         shares its episodes with the one it replaces: each list is taken once."""
-        order = {seed: i for i, seed in reversed(list(enumerate(seeds)))}
         taken: set[int] = set()
         for job in dict.fromkeys(jobs):  # an interrupt can find a job in two lists at once
             result = results[job.index]
@@ -242,8 +246,7 @@ class Runner:
             result.seconds += job.seconds
             if job.build_error is not None:
                 result.error, result.message = job.build_error
-        for result in results:
-            result.episodes.sort(key=lambda e: order[e.seed])
+        _in_seed_order(results, seeds)
 
     def _abandon(self) -> None:
         """After an interrupt: end the pool's processes now (its state is no longer to be trusted)."""
@@ -268,7 +271,7 @@ class Runner:
         every job is in one of the three lists, so the episodes that finished can still be collected."""
         reported: dict[int, int] = {}  # id of a job's episode list -> how many of them ``on_episode`` has seen
         losses = _Losses(unstarted_limit=MAX_ATTEMPTS * self.workers)
-        signals = _Signals().start()
+        signals = ScheduleSignals().start()
         resumed, last = signals.continued, time.monotonic()
         try:
             while waiting or running:
@@ -289,7 +292,12 @@ class Runner:
                 last = now
                 for job in list(running):
                     if job.worker.reader.sock in ready:
-                        job.receive()
+                        try:
+                            job.receive()
+                        except ServerFailed as exc:  # one server of several: out of the pool, the rest replayed
+                            if self.servers is None or isinstance(exc, ServersDown) or not isinstance(job, CallJob):
+                                raise
+                            job.server_lost(str(exc))
                         if job.built:
                             losses.unstarted = 0
                     if not job.finished:
@@ -318,10 +326,20 @@ class Runner:
         """The rest of a job whose worker was lost, to play in a fresh worker; the episode in progress starts
         again from its key, so it is the same game. An episode lost MAX_ATTEMPTS times stops the run, and so
         do workers that keep dying before they start (``_Losses``)."""
-        attempt = losses.count(job)
-        again = type(job)(self, job.index, job.program, job.pending, job.record, attempt=attempt + 1)
+        if getattr(job, "server_failed", False):  # its server's failure: bounded by the servers (each failure
+            attempt = job.attempt  # takes one out until the next evaluate), never counted as a worker's
+        else:
+            attempt = losses.count(job) + 1
+        again = type(job)(self, job.index, job.program, job.pending, job.record, attempt=attempt)
         again.episodes = job.episodes  # the episodes it did report stand
         return again
+
+
+def _in_seed_order(results: list[ProgramResult], seeds: list[int]) -> list[ProgramResult]:
+    order = {seed: i for i, seed in reversed(list(enumerate(seeds)))}
+    for result in results:
+        result.episodes.sort(key=lambda e: order[e.seed])
+    return results
 
 
 class _Losses:
