@@ -8,7 +8,8 @@ Three tables. The first reads the run's own metrics.jsonl: mean reward and score
 first and the last steps (a window of steps at each end). The second is the fair measurement: ``--samples``
 programs sampled from the starting policy (the adapter switched off) and as many from the trained one, with the
 same sampling seed and the run's prompt and sampling settings, each played on the same ``--episodes`` held-out
-seeds (never used in training: training seeds are drawn below 2**31, these start at 10**9), in the sandbox, scored
+seeds (never used in training: training seeds are drawn below 2**31 and a best program's confirmation seeds
+below 2**31 + 2**30; these start at 2**32), in the sandbox, scored
 by the run's rubric. Each cell is a mean over programs ± its standard error; ``z`` is the trained-minus-start
 difference in standard errors (above 2: clearly above where it started). The third plays the run's best program
 (``best_strategy.py``) and, where the environment has one, a hand-written reference program on
@@ -35,7 +36,7 @@ from stratagem.agents.runner import Runner
 from stratagem.envs.spec import resolve
 from stratagem.rl.config import make_config, read_yaml
 
-HELD_OUT_SEEDS = 1_000_000_000  # training seeds are drawn below 2**31 from (seed, step); these are fixed and apart
+HELD_OUT_SEEDS = 2**32  # above every training seed (below 2**31) and best-confirmation seed (below 2**31 + 2**30)
 REFERENCES = {"2048": "stratagem.agents.baselines:HEURISTIC_2048"}  # env -> a strong hand-written program
 
 

@@ -41,6 +41,9 @@ def add_train_parser(sub: Any, with_fields: bool) -> None:
         if field.annotation is bool:
             fields.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                 help=help_text)  # fmt: skip
+        elif name == "url":  # a pool of servers: --url A --url B (or --url A,B), as play takes them
+            fields.add_argument(*flags, dest=name, action="append", default=argparse.SUPPRESS, metavar="URL",
+                                help=help_text)  # fmt: skip
         else:
             fields.add_argument(*flags, dest=name, default=argparse.SUPPRESS, metavar="VALUE", help=help_text)
 
@@ -52,7 +55,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from stratagem.rl.config import GRPOConfig, load_config, parse_flag_value
     from stratagem.rl.trainer import Trainer, resume_config
 
-    overrides = {name: (value if isinstance(value, bool) else parse_flag_value(name, value))
+    overrides = {name: (value if isinstance(value, bool) else parse_flag_value(name, _joined(value)))
                  for name, value in vars(args).items() if name in GRPOConfig.model_fields}  # fmt: skip
     if args.resume:
         if args.config:
@@ -68,6 +71,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         config.output_dir = str(run_dir)
     config.check_model()  # a missing local model fails here, before anything is built
     trainer = Trainer(config, run_dir, resume=bool(args.resume))  # checks everything else; writes nothing on failure
+    if not trainer.dist.is_main:  # torchrun's other ranks: the same work, and rank 0 alone speaks
+        return _train_quietly(trainer)
     where = f"from step {trainer.step_done}" if trainer.step_done else "from the start"
     print(f"run directory: {run_dir} ({'resumed ' + where if args.resume else 'new run'})", flush=True)
     try:
@@ -86,4 +91,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         print("no best program yet: no completion held a program that ran")
     if history:
         print(f"mean reward: first step {history[0]['reward']:+.3f}, last step {history[-1]['reward']:+.3f}")
+    return 0
+
+
+def _joined(value: Any) -> Any:
+    """A repeated flag's values (``--url A --url B``) as one comma-separated value, as a list field takes it."""
+    return ",".join(value) if isinstance(value, list) else value
+
+
+def _train_quietly(trainer: Any) -> int:
+    """A rank other than 0: train, and end with the status rank 0 does (130 on Ctrl-C, 143 on SIGTERM)."""
+    try:
+        trainer.train()
+    except KeyboardInterrupt as stop:
+        return 143 if isinstance(getattr(stop, "interrupt", stop), Terminated) else 130
     return 0

@@ -32,6 +32,7 @@ from stratagem.envs.core import StepResult
 from stratagem.envs.matmul import MatmulEnv
 from stratagem.envs.outcome import ERROR_OUTCOMES
 from stratagem.envs.spec import load_spec, resolve
+from stratagem.rl.distributed import Distributed
 from stratagem.server.protocol import SESSION_HEADER
 from stratagem.viz.recording import read_recording
 from tests.honest_corpus import EXAMPLES
@@ -223,8 +224,17 @@ def test_best_json_names_the_program_that_play_prints_for_best_strategy_py(tmp_p
     run.path.mkdir()
     with Runner(spec, {}, workers=1, limits=LIMITS) as runner:
         results = runner.evaluate([completion], seeds=[4, 5])
-        owner = SimpleNamespace(best=Best(), run=run, spec=spec, runner=runner, _to_record=None,
-                                config=SimpleNamespace(env="2048", record_best=True))  # fmt: skip
+        owner = Trainer.__new__(Trainer)  # the trainer's bookkeeping alone, without a model
+        owner.__dict__.update(
+            best=Best(),
+            run=run,
+            spec=spec,
+            runner=runner,
+            _to_record=None,
+            _candidate=None,
+            dist=Distributed(),
+            config=SimpleNamespace(env="2048", record_best=True, best_episodes=0),
+        )
         Trainer._keep_best(owner, 3, results, Rubric().score_all(results, spec.reward))
         Trainer._record_best(owner)  # the replays, played after the step's uninterruptible part
     best = json.loads((run.path / "best.json").read_text())

@@ -176,7 +176,7 @@ def test_micro_batches_through_the_trainer_give_the_one_batch_gradient(tiny_poli
         from stratagem.agents.policy import sample
 
         completions = sample(trainer.model, trainer.tokenizer, trainer.prompt_ids, trainer.prompt_mask,
-                             trainer.sampling, trainer.generator)  # fmt: skip
+                             trainer.sampling, torch.Generator().manual_seed(0))  # fmt: skip
         advantages = torch.randn(8, generator=torch.Generator().manual_seed(0))
         params = [p for p in trainer.model.parameters() if p.requires_grad]
         for p in params:  # LoRA starts with B = 0; make every LoRA gradient non-trivial
@@ -259,3 +259,22 @@ def test_a_run_without_a_best_program_says_so_and_names_no_file(tiny_policy, tmp
     out = capsys.readouterr().out
     assert "inf" not in out and "best_strategy.py" not in out and "no best program" in out
     assert not (run / "best_strategy.py").exists()
+
+
+def test_a_best_program_is_kept_on_its_reward_over_fresh_confirmation_seeds(tiny_policy, tmp_path):
+    from stratagem.agents.runner import Runner
+    from stratagem.envs.spec import resolve
+
+    run = tmp_path / "confirmed"
+    argv = ["train", "--model", str(tiny_policy), "--out", str(run), "--steps", "1", *_flags(SMALL),
+            "--best-episodes", "3", "--no-record-best"]  # fmt: skip
+    assert main(argv) == 0
+    best = json.loads((run / "best.json").read_text())
+    assert len(best["seeds"]) == 3 and min(best["seeds"]) >= 2**31  # no training batch plays these
+    batch_best = max(json.loads(line)["reward_max"] for line in (run / "metrics.jsonl").read_text().splitlines())
+    assert best["batch_reward"] == pytest.approx(batch_best)  # metrics hold float32 figures
+    config = load_config(run / "config.yaml")
+    with Runner("2048", workers=2) as runner:
+        result = runner.evaluate([(run / "best_strategy.py").read_text()], best["seeds"])[0]
+    assert result.mean_score == best["mean_score"]
+    assert config.rubric().score_all([result], resolve("2048").reward)[0].total == pytest.approx(best["reward"])

@@ -1,11 +1,12 @@
 """The LLM that writes programs: load a causal LM (plus a LoRA adapter), encode prompts, and sample.
 
 Sampling is our own engine (``stratagem.rollout``) rather than ``model.generate``: a training step needs
-the exact token ids, masks and "was it cut off" flags GRPO trains on, the random stream must come from
-one ``torch.Generator`` (saved in checkpoints, so a resumed run samples what the uninterrupted one would
-have), a completion should stop as soon as its program is complete, and on a GPU it is several times
-faster (a preallocated KV cache, a CUDA-graph decode step, one prefill per distinct prompt). Prompts are
-left-padded into one batch; positions count real tokens only.
+the exact token ids, masks and "was it cut off" flags GRPO trains on, the random stream must be one we
+control (a ``torch.Generator``, or uniforms drawn ahead per row, which the trainer keys by (seed, step, group)
+so a resumed run, or one split over processes, samples what the uninterrupted one would), a completion should
+stop as soon as its program is complete, and on a GPU it is several times faster (a preallocated KV cache, a
+CUDA-graph decode step, one prefill per distinct prompt). Prompts are left-padded into one batch; positions count
+real tokens only.
 """
 
 from __future__ import annotations

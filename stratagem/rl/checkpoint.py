@@ -39,21 +39,26 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def rng_state(generator: torch.Generator) -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-             "generator": generator.get_state()}  # fmt: skip
+def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
+    """The process's random streams (and ``generator``'s). The trainer keys its sampling by (seed, step, group),
+    so it passes none: the state is then the same whatever the world size that saved it."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if generator is not None:
+        state["generator"] = generator.get_state()
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
+def restore_rng(state: dict[str, Any], generator: torch.Generator | None = None) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    generator.set_state(state["generator"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if generator is not None and "generator" in state:
+        generator.set_state(state["generator"])
+    if "cuda" in state and torch.cuda.is_available():  # as many devices as both machines have
+        for index, device_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(device_state, index)
 
 
 def save_checkpoint(root: Path, step: int, model: Any, state: dict[str, Any], keep: int | None = None) -> Path:

@@ -49,8 +49,8 @@ class GRPOConfig(BaseModel):
         None, description="'stratagem' (our kernels), 'sdpa', 'eager', ...; None: 'stratagem' on CUDA in bf16/fp16"
     )
 
-    # Steps and batches (TRL semantics: one optimizer step sees
-    # per_device_train_batch_size * gradient_accumulation_steps completions, in groups of num_generations).
+    # Steps and batches (TRL semantics: one optimizer step sees per_device_train_batch_size *
+    # gradient_accumulation_steps completions per process (times torchrun's processes), in groups of num_generations).
     max_steps: int = Field(100, ge=1, description="optimizer steps")
     num_generations: int = Field(8, ge=2, description="completions per prompt (a GRPO group)")
     per_device_train_batch_size: int = Field(8, ge=1, description="completions per micro-batch")
@@ -119,6 +119,12 @@ class GRPOConfig(BaseModel):
     # Rewards: the environment's episodes and the rubric.
     num_episodes: int = Field(4, ge=1, description="episodes each program plays, on seeds shared by its group")
     reward_weights: dict[str, float] | None = Field(None, description="rubric weights by function (None: default)")
+    best_episodes: int = Field(
+        0,
+        ge=0,
+        description="fresh episodes on which a step's top program must confirm its reward before it is kept as "
+        "the best (0: its batch reward decides)",
+    )
     workers: int | None = Field(None, ge=1, description="sandbox worker processes (None: one per core)")
     move_timeout: float = Field(1.0, gt=0, description="seconds per call of a program")
     episode_timeout: float = Field(60.0, gt=0, description="seconds per episode")
@@ -129,6 +135,17 @@ class GRPOConfig(BaseModel):
         description="run programs even where the kernel lacks a sandbox layer "
         "(seccomp, Landlock, namespaces); the run records which (sandbox.json)",
     )
+    # Scaling out: where programs are played, never what they score (the results are the same).
+    url: list[str] | None = Field(
+        None,
+        description="environment servers to play on, as one pool with health checks and failover (the flag "
+        "repeated, or URLs separated by commas; None: in-process)",
+    )
+    ray: str | None = Field(
+        None,
+        description="play on a Ray cluster, one sandbox pool per node (workers: per node): auto, local, HOST:PORT "
+        "or ray://HOST:PORT; needs pip install -e '.[ray]'",
+    )
 
     # Logging and checkpoints.
     logging_steps: int = Field(1, ge=1, description="print and log metrics every N steps")
@@ -137,6 +154,14 @@ class GRPOConfig(BaseModel):
     save_merged: bool = Field(False, description="also save the adapter merged into the weights at the end")
     log_completions: bool = Field(True, description="write every step's completions to completions/")
     record_best: bool = Field(True, description="record the episodes of each new best program to replays/")
+
+    # Several processes (torchrun; rl/distributed.py).
+    ddp_timeout: int = Field(
+        1800,
+        ge=1,
+        description="seconds a rank waits for the others at a collective before it fails, so one that died or "
+        "hangs cannot hang the rest (TRL's name and default)",
+    )
 
     @field_validator("model", "env", "output_dir", mode="before")
     @classmethod
@@ -151,6 +176,31 @@ class GRPOConfig(BaseModel):
         if isinstance(game, (int, float)) and not isinstance(game, bool):
             return {**value, "game": str(game)}
         return value
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _urls_are_server_urls(cls, value: Any) -> Any:
+        """A URL alone is a pool of one; each must be a server's (checked now, not at the first episode)."""
+        from pydantic_core import PydanticCustomError
+
+        urls = [value] if isinstance(value, str) else value
+        for url in urls if isinstance(urls, list) else ():
+            if not (isinstance(url, str) and url.startswith(("http://", "https://", "ws://", "wss://"))):
+                raise PydanticCustomError("server_url", f"expected server URLs such as http://127.0.0.1:8000, "
+                                          f"not {url!r}")  # fmt: skip
+        return urls
+
+    @field_validator("ray")
+    @classmethod
+    def _ray_address(cls, value: str | None) -> str | None:
+        from pydantic_core import PydanticCustomError
+
+        from stratagem.agents.ray_backend import ADDRESS_FORMS, check_address
+
+        try:
+            return None if value is None else check_address(value)
+        except ValueError:
+            raise PydanticCustomError("ray_address", f"expected {ADDRESS_FORMS}") from None
 
     @model_validator(mode="after")
     def _batches_hold_whole_groups(self) -> GRPOConfig:

@@ -8,6 +8,9 @@ with a stand-in reward against TRL's GRPOTrainer.
 
 The KL reference, when ``beta > 0``, is the same model with its adapter switched off: no second copy in
 memory.
+
+Under torchrun each rank updates on its own rows: the normalisers' counts and the gradients are summed over the
+ranks (``distributed.py``), so the step equals one process's on the whole batch.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 import torch
 
 from stratagem.rl.config import GRPOConfig
+from stratagem.rl.distributed import Distributed
 from stratagem.rl.logprobs import model_token_logprobs
 from stratagem.rl.losses import BatchTotals, policy_loss
 
@@ -40,10 +44,11 @@ class TrainBatch:
 class Learner:
     """AdamW over the model's trainable parameters (the adapter) with the config's schedule, and the loss."""
 
-    def __init__(self, model: Any, config: GRPOConfig, device: str) -> None:
+    def __init__(self, model: Any, config: GRPOConfig, device: str, dist: Distributed | None = None) -> None:
         from transformers import get_scheduler
 
         self.model, self.config, self.device = model, config, device
+        self.dist = dist or Distributed()  # world size 1: every collective a no-op
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable,
                                            lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
@@ -64,7 +69,8 @@ class Learner:
                     ref = self.logps(batch)
         sums: dict[str, float] = {}
         for _ in range(self.config.num_iterations):
-            sums = self.accumulate(batch, old, ref)
+            sums = self.dist.sum_metrics(self.accumulate(batch, old, ref))
+            self.dist.sum_gradients(self.trainable)  # before the norm: the clip sees the whole step's gradient
             sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm))
             sums["learning_rate"] = self.scheduler.get_last_lr()[0]
             self.optimizer.step()
@@ -83,8 +89,9 @@ class Learner:
         return TrainBatch(ids=ids.to(self.device), attention=attention.to(self.device),
                           positions=(attention.cumsum(-1) - 1).clamp(min=0).to(self.device),
                           mask=mask.to(self.device), advantages=advantages.to(self.device), slices=slices,
-                          totals=BatchTotals(num_sequences=ids.shape[0], num_tokens=int(mask.sum()),
-                                             num_micro_batches=len(slices)))  # fmt: skip
+                          totals=self.dist.sum_totals(BatchTotals(num_sequences=ids.shape[0],
+                                                                  num_tokens=int(mask.sum()),
+                                                                  num_micro_batches=len(slices))))  # fmt: skip
 
     def logps(self, batch: TrainBatch, part: slice | None = None) -> torch.Tensor:
         """Per-token log-probs of the completion tokens, for one micro-batch or (``None``) all of them."""
@@ -105,7 +112,8 @@ class Learner:
 
     def accumulate(self, batch: TrainBatch, old: torch.Tensor | None, ref: torch.Tensor | None) -> dict[str, float]:
         """Backward through every micro-batch; each loss is normalised by the whole batch's counts, so the
-        summed gradient equals one big batch's (``losses.BatchTotals``)."""
+        summed gradient equals one big batch's (``losses.BatchTotals``). Metrics are averaged over the step's
+        micro-batches, every rank's counted (``totals.num_micro_batches``)."""
         self.model.train()
         settings, sums = self.config.loss_settings(), {"loss": 0.0}
         for part in batch.slices:
@@ -117,5 +125,5 @@ class Learner:
             loss.backward()
             sums["loss"] += loss.item()
             for name, value in parts.items():
-                sums[name] = sums.get(name, 0.0) + value / len(batch.slices)
+                sums[name] = sums.get(name, 0.0) + value / batch.totals.num_micro_batches
         return sums

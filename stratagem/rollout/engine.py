@@ -22,7 +22,7 @@ from torch import Tensor
 
 from stratagem.rollout.kv import KWARG, StaticKV, decoding_with, supports_static_kv
 from stratagem.rollout.lora import lora_folded
-from stratagem.rollout.sampling import Completions, SamplingParams, StopTracker, choose_tokens, eos_ids
+from stratagem.rollout.sampling import Completions, Draws, SamplingParams, StopTracker, choose_tokens, eos_ids
 
 CHECK_EVERY = 16  # tokens between two host checks of the stops
 
@@ -85,7 +85,7 @@ def compiled_forward(base: Any) -> Callable[..., Any]:
 
 
 def _decode_static(base: Any, ids: Tensor, mask: Tensor, params: SamplingParams, stops: StopTracker,
-                   generator: torch.Generator | None, cuda_graph: bool, compile: bool) -> bool:  # fmt: skip
+                   generator: Draws, cuda_graph: bool, compile: bool) -> bool:  # fmt: skip
     """Prefill each distinct prompt once, copy its K/V into its rows, decode through ``StaticKV``; False if the
     model's prefill cache is not one ``StaticKV`` reads (nothing sampled then)."""
     batch, width = ids.shape
@@ -134,7 +134,7 @@ def _decode_static(base: Any, ids: Tensor, mask: Tensor, params: SamplingParams,
         if cuda_graph:
             step = CapturedStep(step, undo)
         for t in range(params.max_new_tokens):
-            token[:, 0] = stops.record(t, choose_tokens(logits, params, generator))
+            token[:, 0] = stops.record(t, choose_tokens(logits, params, generator, t))
             if stops.all_done(t):
                 break
             logits = step()
@@ -142,13 +142,13 @@ def _decode_static(base: Any, ids: Tensor, mask: Tensor, params: SamplingParams,
 
 
 def _decode_dynamic(base: Any, ids: Tensor, mask: Tensor, params: SamplingParams, stops: StopTracker,
-                    generator: torch.Generator | None) -> None:  # fmt: skip
+                    generator: Draws) -> None:  # fmt: skip
     """Through transformers' own dynamic cache: any causal LM, a step at a time."""
     position = (mask.cumsum(-1) - 1).clamp(min=0)
     out = base(input_ids=ids, attention_mask=mask, position_ids=position, use_cache=True, logits_to_keep=1)
     field = cache_field(out)
     for t in range(params.max_new_tokens):
-        token = stops.record(t, choose_tokens(out.logits[:, -1], params, generator))
+        token = stops.record(t, choose_tokens(out.logits[:, -1], params, generator, t))
         if stops.all_done(t):
             break
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
@@ -159,7 +159,7 @@ def _decode_dynamic(base: Any, ids: Tensor, mask: Tensor, params: SamplingParams
 
 @torch.no_grad()
 def sample(model: Any, tokenizer: Any, prompt_ids: Tensor, prompt_mask: Tensor, params: SamplingParams,
-           generator: torch.Generator | None = None, *, cuda_graph: bool | None = None, compile: bool | None = None,
+           generator: Draws = None, *, cuda_graph: bool | None = None, compile: bool | None = None,
            check_every: int = CHECK_EVERY, max_batch: int | None = None) -> Completions:  # fmt: skip
     """Sample one completion per prompt row (left-padded ``prompt_ids``/``prompt_mask``).
 
@@ -168,8 +168,16 @@ def sample(model: Any, tokenizer: Any, prompt_ids: Tensor, prompt_mask: Tensor, 
     filled up with copies of its last row, whose samples are dropped, so every chunk has the same shape and
     the compiled, captured step is reused). Chunked draws differ from one whole batch's but are as
     deterministic. By default all rows are decoded in one batch, the fastest.
+
+    ``generator`` may instead be a [rows, >= max_new_tokens] tensor of uniforms drawn ahead, one per row and
+    token (``sampling.choose_tokens``): then each row's tokens are the same whatever the batch or chunk it is
+    decoded in.
     """
     rows = prompt_ids.shape[0]
+    if isinstance(generator, Tensor) and (generator.ndim != 2 or generator.shape[0] != rows
+                                          or generator.shape[1] < params.max_new_tokens):  # fmt: skip
+        raise ValueError(f"uniforms of shape {tuple(generator.shape)}: expected [{rows}, >= {params.max_new_tokens}]"
+                         " (one per row and token)")  # fmt: skip
     if max_batch is None or max_batch >= rows:
         return _sample_batch(model, tokenizer, prompt_ids, prompt_mask, params, generator, cuda_graph, compile,
                              check_every)  # fmt: skip
@@ -180,7 +188,8 @@ def sample(model: Any, tokenizer: Any, prompt_ids: Tensor, prompt_mask: Tensor, 
     parts = []
     for start in range(0, rows, size):
         index = torch.arange(start, start + size).clamp(max=rows - 1)
-        part = _sample_batch(model, tokenizer, prompt_ids[index], prompt_mask[index], params, generator,
+        draws = generator[index] if isinstance(generator, Tensor) else generator  # a filler row: its row's copy
+        part = _sample_batch(model, tokenizer, prompt_ids[index], prompt_mask[index], params, draws,
                              cuda_graph, compile, check_every)  # fmt: skip
         parts.append((part, min(size, rows - start)))
     return _concatenate(parts, int(tokenizer.pad_token_id))  # the pad StopTracker writes after each row
@@ -202,7 +211,7 @@ def _concatenate(parts: list[tuple[Completions, int]], pad: int) -> Completions:
 
 
 def _sample_batch(model: Any, tokenizer: Any, prompt_ids: Tensor, prompt_mask: Tensor, params: SamplingParams,
-                  generator: torch.Generator | None, cuda_graph: bool | None, compile: bool | None,
+                  generator: Draws, cuda_graph: bool | None, compile: bool | None,
                   check_every: int) -> Completions:  # fmt: skip
     """All rows in one batch.
 

@@ -56,12 +56,28 @@ def filter_logits(logits: Tensor, params: SamplingParams) -> Tensor:
     return logits
 
 
-def choose_tokens(logits: Tensor, params: SamplingParams, generator: torch.Generator | None) -> Tensor:
-    """[B] next tokens from [B, V] logits: drawn from the filtered distribution, or the argmax at temperature 0."""
+Draws = torch.Generator | Tensor | None  # a generator, or one uniform per row and token drawn ahead ([B, T])
+
+
+def choose_tokens(logits: Tensor, params: SamplingParams, generator: Draws, step: int = 0) -> Tensor:
+    """[B] next tokens from [B, V] logits: drawn from the filtered distribution, or the argmax at temperature 0.
+
+    ``generator`` is a ``torch.Generator`` (one stream for the whole batch), or a [B, T] tensor of uniforms in
+    [0, 1), row ``i``'s draw for token ``step`` at ``[i, step]``, inverted through the row's CDF. With the
+    latter, a row's tokens depend on its own uniforms only, never on which other rows share its batch: a
+    trainer split over several processes samples each group as one process would (``rl/distributed.py``).
+    """
     if params.temperature == 0:
         return logits.argmax(-1)
     probs = filter_logits(logits.float(), params).softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    if not isinstance(generator, Tensor):
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    cdf = probs.double().cumsum(-1)  # float64: a float32 sum over a 150k vocabulary loses the tail's tokens
+    target = generator[:, step : step + 1].to(cdf) * cdf[:, -1:]
+    token = torch.searchsorted(cdf, target, right=True).clamp(max=probs.shape[-1] - 1).squeeze(-1)
+    # ``target`` < the total puts every draw on a token of positive probability; rounding at the very top of the
+    # CDF could land on a filtered-out last token, which then gives way to the row's most likely one.
+    return torch.where(probs.gather(-1, token[:, None]).squeeze(-1) > 0, token, probs.argmax(-1))
 
 
 _FENCE = re.compile(r"(?m)^[ \t]*```")  # [ \t], not \s: a run of blank lines stays linear
