@@ -275,7 +275,13 @@ def fits_trl(args: argparse.Namespace, length: int) -> float | None:
     GenerationMixin.generate = instant
     try:
         trainer.train()
-        return peak_gib(args.device)
+        peak = peak_gib(args.device)
+        # TRL logs the completions' mean length: a fit only counts if it trained on the whole length.
+        trained = [row[key] for row in trainer.state.log_history for key in row if key.endswith("mean_length")]
+        if trained and min(trained) < length:
+            print(f"  trl at {length}: trained on completions of mean length {min(trained):.0f}, not {length}")
+            return None
+        return peak
     except torch.OutOfMemoryError:
         return None
     finally:

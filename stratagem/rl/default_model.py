@@ -241,7 +241,11 @@ def _save(model: Any, tokenizer: Any, path: Path, info: dict[str, Any]) -> None:
 
 def _sft(model: torch.nn.Module, examples: list[tuple[list[int], list[int]]], pad_id: int,
          settings: DefaultModelSettings, desc: str = "building the default model (SFT)") -> None:  # fmt: skip
-    """Next-token loss on the completion only (the prompt is context), cosine-decayed AdamW."""
+    """Next-token loss on the completion only (the prompt is context), cosine-decayed AdamW. On a GPU where there
+    is one: the gpt-oss build is 15+ minutes of CPU on 2 cores and under a minute on a GPU (same corpus, same
+    steps; the weights differ from a CPU build's by float rounding)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
     rng = random.Random(settings.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.01)
     warmup = max(1, settings.sft_steps // 20)
@@ -269,14 +273,14 @@ def _sft(model: torch.nn.Module, examples: list[tuple[list[int], list[int]]], pa
             ids[i, : len(row)] = torch.tensor(row)
             mask[i, : len(row)] = 1
             labels[i, len(prompt) : len(row)] = torch.tensor(completion)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         bar.set_postfix(loss=f"{loss.item():.3f}")
-    model.eval()
+    model.to("cpu").eval()
 
 
 def _length_batches(n: int, lengths: list[int], size: int, rng: random.Random) -> list[list[int]]:
