@@ -109,7 +109,9 @@ def test_announced_only_once_listening_and_signals_end_quietly() -> None:
         try:
             line = server.stderr.readline()
             found = re.fullmatch(
-                r"serving '2048' on http://127\.0\.0\.1:(\d+) \(WebSocket: ws://\S+/ws\); Ctrl-C stops\n", line
+                r"serving '2048' on http://127\.0\.0\.1:(\d+) "
+                r"\(WebSocket: ws://\S+/ws; in a browser: http://\S+/web\); Ctrl-C stops\n",
+                line,
             )
             assert found, line
             # The line means "listening": the first request, with no retry, is answered.

@@ -56,8 +56,10 @@ def reply_response(reply: Reply) -> Response:
     return json_response(reply.body, reply.status, {SESSION_HEADER: reply.session_id} if reply.session_id else None)
 
 
-def create_app(spec: EnvSpec | str, params: dict[str, Any] | None = None, limits: Limits | None = None) -> FastAPI:
-    """A FastAPI app serving one environment (a registered name, manifest path or EnvSpec)."""
+def create_app(spec: EnvSpec | str, params: dict[str, Any] | None = None, limits: Limits | None = None,
+               web: bool = True) -> FastAPI:  # fmt: skip
+    """A FastAPI app serving one environment (a registered name, manifest path or EnvSpec); ``web``: with the
+    browser page at ``/web`` (``web.py``), whose routes go through the same sessions and limits."""
     spec = resolve(spec) if isinstance(spec, (str, Path)) else spec
     limits = limits or Limits()
     manager = SessionManager(spec, params or {}, limits)
@@ -184,6 +186,10 @@ def create_app(spec: EnvSpec | str, params: dict[str, Any] | None = None, limits
     async def ws(websocket: WebSocket) -> None:
         await serve_websocket(websocket, manager, mcp)
 
+    if web:
+        from stratagem.server.web import mount_web
+
+        mount_web(app, manager, params or {})
     _task_routes(app, manager)
     return app
 
@@ -356,6 +362,7 @@ def serve(
     params: dict[str, Any] | None = None,
     limits: Limits | None = None,
     log_level: str = "warning",
+    web: bool = True,
 ) -> None:
     """Run the server in the foreground with uvicorn (uvloop and httptools when installed).
 
@@ -371,19 +378,25 @@ def serve(
     import uvicorn
     from uvicorn.config import STARTUP_FAILURE
 
-    app = create_app(spec, params, limits or Limits())
+    app = create_app(spec, params, limits or Limits(), web=web)
     name = app.state.manager.spec.name
     config = server_config(app, host, port, log_level)
     sock = listen_socket(host, port, config.backlog)
     where = f"[{host}]" if ":" in host else host
     bound = sock.getsockname()[1]
-    line = f"serving {name!r} on http://{where}:{bound} (WebSocket: ws://{where}:{bound}/ws); Ctrl-C stops"
+    page = f"; in a browser: http://{where}:{bound}/web" if web else ""
+    line = f"serving {name!r} on http://{where}:{bound} (WebSocket: ws://{where}:{bound}/ws{page}); Ctrl-C stops"
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
             if self.started and not self.should_exit:
                 print(line, file=sys.stderr, flush=True)
+
+        def handle_exit(self, sig: int, frame: Any) -> None:  # a program run on /web must not hold the stop up
+            if web:
+                app.state.web.runs.interrupt()
+            super().handle_exit(sig, frame)
 
     server = Server(config)
     try:

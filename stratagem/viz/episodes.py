@@ -65,7 +65,7 @@ class Episode:
         step = dict(steps[n])
         step["total"] = self.totals[n]
         step["last"] = len(steps) - 1
-        step["action_label"] = _action_label(self.kind, step.get("action"), steps[n - 1] if n else None)
+        step["action_label"] = self.action_label(i)
         step["result"] = self.recording.end  # the episode's result (None if cut off): every panel's label shows it
         if n == len(steps) - 1:
             step["end"] = self.recording.end if self.recording.end is not None else {"cut": True}
@@ -73,6 +73,13 @@ class Episode:
             step["screen"] = self.screens.screen(n)
             step["note"] = self.screens.note if step["screen"] is None else None
         return step
+
+    def action_label(self, i: int) -> str | None:
+        """The name of the action that led to step ``first + i`` (None at the reset); cheap: no screen is rebuilt,
+        so a whole episode's log can be listed without replaying an emulator."""
+        n = self.first + i
+        steps = self.recording.steps
+        return _action_label(self.kind, steps[n].get("action"), steps[n - 1] if n else None)
 
     @property
     def note(self) -> str | None:

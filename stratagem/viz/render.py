@@ -109,6 +109,15 @@ def to_array(surface: pygame.Surface) -> np.ndarray:
     return pygame.surfarray.array3d(surface).swapaxes(0, 1).copy()
 
 
+def to_png(surface: pygame.Surface) -> bytes:
+    """The picture as PNG file bytes (what the browser page, ``/web``, shows), encoded by pygame itself."""
+    import io
+
+    out = io.BytesIO()
+    pygame.image.save(surface, out, "frame.png")
+    return out.getvalue()
+
+
 # --- 2048 --------------------------------------------------------------------------
 def board_geometry(width: int, n: int = 4) -> tuple[pygame.Rect, list[pygame.Rect]]:
     """The board's rectangle and each tile's, row by row, for a panel ``width`` wide (tests sample these)."""
