@@ -17,6 +17,7 @@ from stratagem.cli_args import (
     ray_address,
     server_urls,
 )
+from stratagem.cli_dashboard import add_dashboard_parser, cmd_dashboard
 from stratagem.cli_play import cmd_play
 from stratagem.cli_replay import add_replay_parser, cmd_replay
 from stratagem.cli_session import Terminated, our_warnings_as_lines, terminated
@@ -63,6 +64,8 @@ def build_parser(train_fields: bool = True) -> Parser:
                        help="connections held at once; past it requests other than GET /health get 503 "
                        "(default 2 x max-sessions + 64)")  # fmt: skip
     serve.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    serve.add_argument("--no-web", action="store_true",
+                       help="leave out the browser page (/web: play the game, or watch a program play it)")  # fmt: skip
     _add_weaker_flag(serve, "environments that run code (sandbox)")
 
     play = sub.add_parser("play", help="play a strategy program over many episodes in the sandbox; print a summary")
@@ -130,6 +133,7 @@ def build_parser(train_fields: bool = True) -> Parser:
     new_env.add_argument("--dir", default=".", help="where to create the NAME directory (default: here)")
     new_env.add_argument("--force", action="store_true", help="overwrite the files in an existing NAME directory")
     add_replay_parser(sub)
+    add_dashboard_parser(sub)
     return parser
 
 
@@ -183,7 +187,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if missing and not args.allow_weaker_sandbox:
             raise SandboxUnavailable(unavailable_message(missing))
         params = {**params, "allow_weaker_sandbox": args.allow_weaker_sandbox}
-    serve(spec, args.host, args.port or spec.port, params, limits, args.log_level)
+    serve(spec, args.host, args.port or spec.port, params, limits, args.log_level, web=not args.no_web)
     return 0
 
 
@@ -288,7 +292,7 @@ def _run(argv: list[str], command: str | None) -> int:
 
     handler = {"envs": cmd_envs, "serve": cmd_serve, "play": cmd_play, "train": cmd_train, "plot": cmd_plot,
                "validate": cmd_validate, "new-env": cmd_new_env, "replay": cmd_replay,
-               "doctor": cmd_doctor}[args.command]  # fmt: skip
+               "doctor": cmd_doctor, "dashboard": cmd_dashboard}[args.command]  # fmt: skip
     try:
         return handler(args)
     except ServeError as exc:  # the command was right; the machine said no (port taken, no permission)

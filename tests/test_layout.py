@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).parents[1] / "stratagem"
 ALLOWED = {
     "envs": {"sandbox"},
     "sandbox": set(),
-    "server": {"envs", "sandbox"},
+    "server": {"envs", "sandbox", "viz"},  # viz: the /web page's frames come from the viewer's render path
     "client": {"envs", "server"},  # server.protocol only: the messages both ends speak
     "gym": {"envs", "client"},
     "viz": {"envs"},
@@ -22,6 +22,7 @@ ALLOWED = {
     "kernels": set(),
     "rollout": {"kernels"},  # sampling: below agents (policy.sample is it), above the kernels it runs
     "rl": {"agents", "envs", "kernels", "rollout", "sandbox", "viz"},
+    "dashboard": {"agents", "rl", "viz", "server", "sandbox"},  # a run directory, read; only the CLI imports it
 }
 
 
