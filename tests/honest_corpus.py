@@ -350,7 +350,7 @@ MATMUL = {
 }
 
 
-def corpus_2048(n: int = 100, seed: int = 11) -> list[Honest]:
+def corpus_2048(n: int = 60, seed: int = 11) -> list[Honest]:
     """The default model's training corpus (every family, the bad one too: honest, if bad), and the unusual."""
     found = [Honest(f"2048 corpus {i} ({s.family}/{s.variant})", s.source)
              for i, s in enumerate(generate_samples(n, seed))]  # fmt: skip

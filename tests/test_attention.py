@@ -11,6 +11,7 @@ buffers are poisoned with NaN before each kernel.
 from __future__ import annotations
 
 import os
+import zlib
 
 import pytest
 import torch
@@ -75,7 +76,7 @@ def _inputs(case: tuple, dtype: torch.dtype, seed: int):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_kernels_equal_the_reference_forward_and_backward(case, dtype):
-    seed = abs(hash((case[0], str(dtype)))) % 2**31  # fresh inputs for every case
+    seed = zlib.crc32(f"{case[0]} {dtype}".encode())  # fresh inputs for every case, the same in every run
     q, k, v, s, pad, window, causal = _inputs(case, dtype, seed)
     out = attention(q, k, v, sinks=s, window=window, causal=causal, padding_start=pad, backend="triton")
     assert not out.isnan().any(), "NaN in the output (an unwritten element, or a fully masked row)"
