@@ -399,3 +399,11 @@ def test_crafted_completions_cost_a_bounded_number_of_parses(parses, completion,
 def test_an_ordinary_fenced_completion_is_parsed_once(parses):
     assert extract(f"Sure:\n```python\n{GOOD}```\nThat's all.", "strategy") == GOOD
     assert len(parses) == 1
+
+
+def test_a_program_whose_text_warns_loads_without_printing_the_warning(recwarn):
+    """``1if`` and ``"\\d"`` make Python's tokenizer warn; a model's program text must not print to the terminal."""
+    completion = '```python\ndef strategy(board):\n    pattern = "\\d+"\n    return 1if board else 2\n```'
+    program = load(completion, resolve("2048").strategy)
+    assert program.source.startswith("def strategy")
+    assert not [w for w in recwarn.list if issubclass(w.category, (SyntaxWarning, DeprecationWarning))]

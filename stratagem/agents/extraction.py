@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import re
+import warnings
 
 from stratagem.agents.results import ProgramError
 
@@ -38,9 +39,12 @@ class _TooNested(SyntaxError):
 
 
 def parse(source: str) -> ast.Module:
-    """``ast.parse``, with every way it can fail turned into a SyntaxError (never RecursionError & co.)."""
+    """``ast.parse``, with every way it can fail turned into a SyntaxError (never RecursionError & co.). Quiet: the
+    tokenizer's warnings on a model's text (``1if``, ``"\\d"``) are the program's, not the user's terminal's."""
     try:
-        return ast.parse(source)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return ast.parse(source)
     except (RecursionError, MemoryError):
         raise _TooNested("too deeply nested to parse; flatten the nesting") from None
     except (SyntaxError, ValueError) as exc:  # ValueError: null bytes, on older Pythons
