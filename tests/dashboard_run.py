@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -116,26 +117,19 @@ def _row(text: str, result: Any, score: Any) -> dict[str, Any]:
 
 
 def _metrics(step: int, rows: list[dict[str, Any]], results: list[Any]) -> dict[str, Any]:
-    """The trainer's per-step figures that do not need the learner (``Trainer._metrics``)."""
-    rewards = [row["reward"] for row in rows]
-    mean = sum(rewards) / len(rewards)
-    std = (sum((r - mean) ** 2 for r in rewards) / (len(rewards) - 1)) ** 0.5
-    groups = [rewards[i : i + 4] for i in range(0, len(rewards), 4)]
-    n = len(results)
-    metrics: dict[str, Any] = {
-        "step": step, "reward": mean, "reward_std": std, "reward_max": max(rewards),
-        "frac_reward_zero_std": sum(max(g) - min(g) < 1e-6 for g in groups) / len(groups),
-        "win_rate": sum(r.win_rate for r in results) / n,
-        "draw_rate": sum(r.draws / len(r.episodes) for r in results if r.episodes) / n,
-        "loss_rate": sum(r.losses / len(r.episodes) for r in results if r.episodes) / n,
-        "score": sum(r.mean_score for r in results) / n,
-        "frac_programs_built": sum(r.error is None for r in results) / n,
-        "frac_played_clean": sum(r.played_clean for r in results) / n,
-        "completion_length": sum(len(row["text"].split()) for row in rows) / n,
-    }  # fmt: skip
-    for name in rows[0]["parts"]:
-        metrics[f"rewards/{name}"] = sum(row["parts"][name] for row in rows) / len(rows)
-    return metrics
+    """The trainer's per-step figures (``Trainer._metrics`` itself) that do not need the learner: a completion's
+    length is its word count, groups are of 4."""
+    import torch
+
+    from stratagem.rl.trainer import Trainer
+
+    lengths = torch.tensor([len(row["text"].split()) for row in rows])
+    completions = SimpleNamespace(completion_mask=(torch.arange(int(lengths.max())) < lengths[:, None]).long(),
+                                  truncated=[False] * len(rows))  # fmt: skip
+    scored = [SimpleNamespace(total=row["reward"], parts=row["parts"]) for row in rows]
+    rewards = torch.tensor([row["reward"] for row in rows], dtype=torch.float32)
+    owner = SimpleNamespace(config=SimpleNamespace(num_generations=4))
+    return Trainer._metrics(owner, step, completions, results, scored, rewards, {})
 
 
 def snapshot(path: Path) -> dict[str, tuple[int, int]]:
