@@ -83,10 +83,25 @@ def prompts(count: int, length: int, vocab: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def peak_memory(device: str, into: StepTimes) -> Iterator[None]:
+def peak_memory(device: str, into: StepTimes, snapshot: Path | None = None) -> Iterator[None]:
+    """The peak over the block; with ``snapshot`` (CUDA), also PyTorch's allocator history for
+    ``torch.cuda.memory._snapshot`` readers (https://pytorch.org/memory_viz): who holds the peak's bytes."""
     release(device)
-    yield
-    into.peak_gib = peak_gib(device)
+    record = snapshot is not None and device == "cuda"
+    if record:
+        torch.cuda.memory._record_memory_history(max_entries=200_000, stacks="python")
+    try:
+        yield
+    finally:
+        into.peak_gib = peak_gib(device)
+        if record:
+            snapshot.parent.mkdir(parents=True, exist_ok=True)
+            torch.cuda.memory._dump_snapshot(str(snapshot))
+            torch.cuda.memory._record_memory_history(enabled=None)
+
+
+def snapshot_path(args: argparse.Namespace, variant: str) -> Path | None:
+    return Path(args.memory_snapshots) / f"{args.shape}-{variant}.pickle" if args.memory_snapshots else None
 
 
 def our_config(args: argparse.Namespace, completion: int, generations: int, variant: str) -> Any:
@@ -127,7 +142,7 @@ def run_ours(args: argparse.Namespace, variant: str) -> StepTimes:
     generator = torch.Generator(device=args.device).manual_seed(0)
     times = StepTimes()
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
-    with peak_memory(args.device, times):
+    with peak_memory(args.device, times, snapshot_path(args, variant)):
         for step in range(args.steps + 1):
             started = time.perf_counter()
             model.eval()
@@ -224,7 +239,7 @@ def run_trl(args: argparse.Namespace) -> StepTimes:
             marks.append((len(generate), len(rewards)))
 
     trainer.add_callback(Marks())
-    with peak_memory(args.device, times), timed(GenerationMixin, "generate", generate):
+    with peak_memory(args.device, times, snapshot_path(args, "trl")), timed(GenerationMixin, "generate", generate):
         trainer.train()
     marks.append((len(generate), len(rewards)))
     for step in range(1, len(steps)):  # step 0 warms up
@@ -338,6 +353,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tables", nargs="+", choices=["steps", "lengths"], default=["steps", "lengths"])
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--memory-snapshots",
+        metavar="DIR",
+        help="steps table on CUDA: save each variant's allocator history as DIR/SHAPE-VARIANT.pickle",
+    )
     args = parser.parse_args(argv)
     args.device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     args.quick = args.quick or args.device == "cpu"

@@ -77,7 +77,9 @@ def policy_table(run: Path, samples: int, episodes: int) -> str:
              f"{'policy':>10} | {'reward':>16} | {'score':>16} | {'win rate':>15} | {'built':>5} | {'sec':>5}",
              "-" * 84]  # fmt: skip
     measured: dict[str, dict[str, tuple[float, float]]] = {}
-    with Runner(spec, config.env_params, workers=config.workers) as runner:
+    with Runner(
+        spec, config.env_params, workers=config.workers, allow_weaker_sandbox=config.allow_weaker_sandbox
+    ) as runner:
         for name in ("start", "trained"):
             started = time.perf_counter()
             with model.disable_adapter() if name == "start" else contextlib.nullcontext():
@@ -118,7 +120,9 @@ def best_table(run: Path, episodes: int) -> str:
         return "no best program in the run, and no reference program for this environment"
     seeds = list(range(HELD_OUT_SEEDS, HELD_OUT_SEEDS + episodes))
     lines = [f"programs on {episodes} held-out seeds", f"{'program':>16} | {'win rate':>15} | {'mean score':>10}"]
-    with Runner(spec, config.env_params, workers=config.workers) as runner:
+    with Runner(
+        spec, config.env_params, workers=config.workers, allow_weaker_sandbox=config.allow_weaker_sandbox
+    ) as runner:
         for name, source in programs.items():
             result: ProgramResult = runner.evaluate([f"```python\n{source}\n```"], seeds)[0]
             if result.error is not None:

@@ -156,3 +156,34 @@ def test_step_wide_counts_make_the_ranks_gradient_one_process(loss_type):
         assert owns[0].num_tokens != owns[1].num_tokens
         averaged = sum(gradient(shard, own) for shard, own in zip(shards, owns, strict=True)) / ranks
         assert not torch.allclose(averaged, one, atol=1e-5)
+
+
+def test_one_rank_under_torchrun_joins_a_group_of_its_own(monkeypatch):
+    """`torchrun --nproc-per-node 1` is a real process group (how NCCL is checked on one GPU); a plain process is
+    not (its collectives are no-ops and nothing is initialised)."""
+    import socket
+
+    import torch.distributed as dist
+
+    from stratagem.rl.distributed import Distributed
+
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    plain = Distributed.from_env()
+    plain.start("cpu", 30)
+    assert not plain.started and not dist.is_initialized()
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    for name, value in {"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                        "MASTER_PORT": str(port)}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    alone = Distributed.from_env()
+    alone.start("cpu", 30)
+    try:
+        assert alone.started and dist.get_world_size() == 1
+        assert alone.all_sum(torch.tensor([2.0, 3.0])).tolist() == [2.0, 3.0]
+        assert alone.gather({"x": 1}) == [{"x": 1}]
+    finally:
+        alone.close()
+    assert not dist.is_initialized()

@@ -130,3 +130,12 @@ def test_unknown_flags_are_argparse_errors(capsys):
         main(["train", "--learning_rate", "1"])
     assert info.value.code == 2
     assert "unknown flag --learning_rate; did you mean --learning-rate?" in capsys.readouterr().err
+
+
+def test_the_gpu_2048_preset_is_the_embedded_run_longer_on_more_seeds():
+    """examples/gpu_2048.yaml is the measured GPU run (README, its header): the embedded default run with only
+    the fields it names changed, so a change to the default run cannot leave the preset behind unnoticed."""
+    preset = load_config(str(Path(__file__).parents[1] / "examples" / "gpu_2048.yaml"))
+    changed = {"device": "cuda", "max_steps": 150, "num_episodes": 8, "best_episodes": 32, "save_steps": 50}
+    assert preset == load_config(None, changed)
+    assert all(getattr(load_config(None), name) != value for name, value in changed.items())

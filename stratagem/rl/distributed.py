@@ -1,7 +1,9 @@
 """Several processes, one run: ``torchrun --nproc-per-node N -m stratagem.cli train ...``.
 
 torchrun starts N copies of the command with ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` set. Without them (a
-plain ``stratagem train``) nothing here does anything: world size 1, no process group, no copies.
+plain ``stratagem train``) nothing here does anything: world size 1, no process group, no copies. Under
+``torchrun --nproc-per-node 1`` the one rank joins a process group of its own, so its collectives really run
+(how NCCL is checked on a machine of one GPU).
 
 How the work is split, and why N ranks reproduce one process with the same total batch:
 
@@ -51,10 +53,11 @@ T = TypeVar("T")
 class Distributed:
     """This process's place in the run and the collectives the trainer and learner use: no-ops at world size 1."""
 
-    def __init__(self, rank: int = 0, world_size: int = 1, local_rank: int = 0) -> None:
+    def __init__(self, rank: int = 0, world_size: int = 1, local_rank: int = 0, launched: bool = False) -> None:
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"RANK={rank}, WORLD_SIZE={world_size}: expected 0 <= RANK < WORLD_SIZE")
         self.rank, self.world_size, self.local_rank = rank, world_size, local_rank
+        self.launched = launched  # started by torchrun: join a process group even alone (a 1-rank NCCL run is real)
         self.device = torch.device("cpu")  # where collectives' tensors live: NCCL's must be on the rank's GPU
         self.started = False
 
@@ -63,7 +66,8 @@ class Distributed:
         """torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``; a plain process is rank 0 of 1."""
         world = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
-        return cls(rank, world, int(os.environ.get("LOCAL_RANK", str(rank))))
+        launched = "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ
+        return cls(rank, world, int(os.environ.get("LOCAL_RANK", str(rank))), launched)
 
     @property
     def is_main(self) -> bool:
@@ -78,7 +82,7 @@ class Distributed:
     def start(self, device: str, timeout_s: float) -> None:
         """Join the process group: NCCL when the model runs on CUDA (this rank on ``cuda:LOCAL_RANK``, which the
         plain "cuda" then means), else gloo. Other ranks stay quiet: their warnings are rank 0's."""
-        if self.world_size == 1 or self.started:
+        if (self.world_size == 1 and not self.launched) or self.started:
             return
         import torch.distributed as dist
 
