@@ -73,8 +73,15 @@ def _inputs(case: tuple, dtype: torch.dtype, seed: int):
     return q, k, v, s, pad, window, causal
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+# Every case in float32; in float16 (transformers' strided layout, half-precision loads and stores) the cases
+# that take different paths through the kernels: blocks cut short, windows with GQA, padding, no mask, wide heads.
+FP16_CASES = {"sinks, N % block != 0", "window 5, GQA 8", "a fully padded row, sinks", "not causal", "D 128"}
+DTYPE_CASES = [pytest.param(case, torch.float32, id=f"{case[0]}-fp32") for case in CASES] + [
+    pytest.param(case, torch.float16, id=f"{case[0]}-fp16") for case in CASES if case[0] in FP16_CASES
+]
+
+
+@pytest.mark.parametrize(("case", "dtype"), DTYPE_CASES)
 def test_kernels_equal_the_reference_forward_and_backward(case, dtype):
     seed = zlib.crc32(f"{case[0]} {dtype}".encode())  # fresh inputs for every case, the same in every run
     q, k, v, s, pad, window, causal = _inputs(case, dtype, seed)
@@ -100,9 +107,10 @@ def test_kernels_equal_the_reference_forward_and_backward(case, dtype):
             assert (out[row, :, :start] == 0).all()
 
 
-@pytest.mark.parametrize("split", [1, 2, 4])
+@pytest.mark.parametrize("split", [1, 4])
 def test_dk_dv_are_the_same_however_a_gqa_group_is_split(monkeypatch, split):
-    """A group's query heads in one program (split 1: no float32 partials) or shared by 2 or 4."""
+    """A group's query heads in one program (split 1: no float32 partials) or shared by 4 (the path any split
+    above 1 takes)."""
     from stratagem.kernels import flash_ops
 
     monkeypatch.setattr(flash_ops, "_group_split", lambda *args: split)

@@ -240,3 +240,36 @@ def test_a_model_torch_compile_cannot_compile_samples_without_it_and_says_so(mon
     with pytest.warns(engine.CompileFallbackWarning, match=r"RuntimeError: no C\+\+ compiler here\); sampling"):
         fallback = sample(model, tokenizer, ids, mask, params, compile=True)
     assert torch.equal(fallback.completion_ids, sample(model, tokenizer, ids, mask, params).completion_ids)
+
+
+def test_no_kv_cache_outlives_the_sampling_that_compiled_the_step(monkeypatch):
+    """torch.compile's trace objects keep the batch they traced (its KV cache, most of sampling's memory) in
+    reference cycles; the sampler collects them once, after the call that compiled, instead of leaving them to
+    Python's collector while the update runs. A compiled forward that holds its cache the same way stands in for
+    dynamo here (a real CPU compile takes a minute)."""
+    import gc
+
+    from stratagem.rollout.kv import StaticKV
+
+    def holding_forward(base):
+        class Trace:  # a cycle through the cache it saw, as dynamo's guards and graph arguments are
+            pass
+
+        def forward(**kwargs):
+            trace = Trace()
+            trace.me, trace.cache = trace, kwargs[engine.KWARG]
+            return base(**kwargs)
+
+        return forward
+
+    monkeypatch.setattr(engine, "compiled_forward", holding_forward)
+    model, (ids, mask), tokenizer = _model("qwen3"), _prompts(), _tokenizer()
+    params = SamplingParams(temperature=0, max_new_tokens=6, stop_at_program_end=False)
+    gc.collect()
+    gc.disable()
+    try:
+        out = sample(model, tokenizer, ids, mask, params, compile=True, cuda_graph=False)
+        assert not [o for o in gc.get_objects() if type(o) is StaticKV], "a KV cache outlived sampling"
+    finally:
+        gc.enable()
+    assert torch.equal(out.completion_ids, sample(model, tokenizer, ids, mask, params).completion_ids)

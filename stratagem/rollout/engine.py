@@ -13,6 +13,7 @@ dynamic cache, with the same stops, LoRA folding and results.
 
 from __future__ import annotations
 
+import gc
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -50,7 +51,7 @@ class CapturedStep:
     """
 
     def __init__(self, step: Callable[[], Tensor], undo: Callable[[], None]) -> None:
-        stream = torch.cuda.Stream()
+        stream = _warmup_stream(torch.cuda.current_device())
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(2):
@@ -65,6 +66,17 @@ class CapturedStep:
     def __call__(self) -> Tensor:
         self.graph.replay()
         return self.logits
+
+
+_WARMUP_STREAMS: dict[int, torch.cuda.Stream] = {}
+
+
+def _warmup_stream(device: int) -> torch.cuda.Stream:
+    """One side stream per device for every capture's warm-up: cuBLAS keeps a 32 MiB workspace for each stream it
+    has run on, never freed, so a new stream per sampled chunk grew the memory the update had left by that much."""
+    if device not in _WARMUP_STREAMS:
+        _WARMUP_STREAMS[device] = torch.cuda.Stream(device)
+    return _WARMUP_STREAMS[device]
 
 
 def _distinct_prompts(ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -228,7 +240,10 @@ def _sample_batch(model: Any, tokenizer: Any, prompt_ids: Tensor, prompt_mask: T
     base = base_model(model)
     graph = device.type == "cuda" if cuda_graph is None else cuda_graph
     compile = device.type == "cuda" if compile is None else compile
+    compiles_now = compile and getattr(base, "_stratagem_compiled_forward", None) is None
     with lora_folded(model):
         if not (supports_static_kv(base) and _decode_static(base, ids, mask, params, stops, generator, graph, compile)):
             _decode_dynamic(base, ids, mask, params, stops, generator)
+    if compiles_now:  # dynamo's trace objects hold this batch's KV cache in reference cycles: free it now, once,
+        gc.collect()  # not whenever Python's collector next runs (the KV cache is most of sampling's memory)
     return stops.completions(ids, prompt_mask)
