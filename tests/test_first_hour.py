@@ -229,7 +229,7 @@ def test_ctrl_z_then_fg_is_not_the_programs_timeout(tmp_path):
     proc = _cli("play", "2048", "--strategy", str(slow), "--episodes", "4", "--json", "--move-timeout", "0.5",
                 "-p", "max_tile=512", "--record", str(record))  # fmt: skip
     _wait_for(lambda: record.is_dir() and len(list(record.iterdir())) >= 2, proc)
-    for _ in range(3):
+    for _ in range(2):
         os.killpg(proc.pid, signal.SIGSTOP)  # as Ctrl-Z stops it (SIGTSTP is not acted on in an orphaned group)
         time.sleep(1.0)  # twice the move timeout
         os.killpg(proc.pid, signal.SIGCONT)

@@ -120,21 +120,21 @@ def test_the_adapter_loads_with_peft_and_the_merged_model_matches_it(smoke_run, 
 
 @pytest.fixture(scope="module")
 def full_run(tiny_policy, tmp_path_factory) -> Path:
-    """Four steps, uninterrupted, on the CLI's base config: what every resumed run must reproduce exactly."""
+    """Three steps, uninterrupted, on the CLI's base config: what every resumed run must reproduce exactly."""
     run = tmp_path_factory.mktemp("full") / "run"
-    Trainer(load_config(None, {**SMALL, "model": str(tiny_policy), "max_steps": 4, "save_steps": 4}), run).train()
+    Trainer(load_config(None, {**SMALL, "model": str(tiny_policy), "max_steps": 3, "save_steps": 3}), run).train()
     return run
 
 
 def test_resume_after_a_crash_equals_the_uninterrupted_run(full_run, tiny_policy, tmp_path):
     run = tmp_path / "cut"
     config = load_config(
-        None, {**SMALL, "model": str(tiny_policy), "max_steps": 4, "save_steps": 2, "output_dir": str(run)}
+        None, {**SMALL, "model": str(tiny_policy), "max_steps": 3, "save_steps": 2, "output_dir": str(run)}
     )  # the embedded default run's base, as the CLI uses
     trainer = Trainer(config, run)
     trainer.step(), trainer.step()
     trainer.checkpoint()
-    trainer.step()  # logged, never checkpointed: the "crash" comes before step 4's checkpoint
+    trainer.step()  # logged, never checkpointed: the "crash" comes before the run's last checkpoint
     trainer.close()
     assert len(_comparable(run)) == 3
     assert main(["train", "--resume", str(run)]) == 0
@@ -146,7 +146,7 @@ def test_resume_after_a_crash_equals_the_uninterrupted_run(full_run, tiny_policy
 def test_kill_9_at_any_moment_then_resume_equals_the_uninterrupted_run(full_run, tiny_policy, tmp_path):
     run = tmp_path / "killed"
     argv = [sys.executable, "-m", "stratagem.cli", "train", "--model", str(tiny_policy), "--out", str(run),
-            "--steps", "4", "--save-steps", "1", *_flags(SMALL)]  # fmt: skip
+            "--steps", "3", "--save-steps", "1", *_flags(SMALL)]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while not (run / "checkpoints" / "latest").exists():  # killed somewhere after the first checkpoint
@@ -216,7 +216,7 @@ def test_flags_given_with_resume_override_the_saved_config(smoke_run, tmp_path, 
 
 def test_resume_before_the_first_checkpoint_starts_over_with_the_saved_config(full_run, tiny_policy, tmp_path):
     run = tmp_path / "early"
-    config = load_config(None, {**SMALL, "model": str(tiny_policy), "max_steps": 4, "save_steps": 4,
+    config = load_config(None, {**SMALL, "model": str(tiny_policy), "max_steps": 3, "save_steps": 3,
                                 "output_dir": str(run)})  # fmt: skip
     trainer = Trainer(config, run)
     trainer.step()  # logged, then the run dies before any checkpoint
@@ -231,7 +231,7 @@ def test_ctrl_c_checkpoints_the_last_finished_step_and_resume_equals_the_uninter
     """SIGINT to the whole process group, as a terminal's Ctrl-C sends it, mid-run and before any checkpoint."""
     run = tmp_path / "ctrl-c"
     argv = [sys.executable, "-m", "stratagem.cli", "train", "--model", str(tiny_policy), "--out", str(run),
-            "--steps", "4", "--save-steps", "100", *_flags(SMALL)]  # fmt: skip
+            "--steps", "3", "--save-steps", "100", *_flags(SMALL)]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 120
     while not (run / "metrics.jsonl").exists() or not (run / "metrics.jsonl").read_text():
@@ -243,7 +243,7 @@ def test_ctrl_c_checkpoints_the_last_finished_step_and_resume_equals_the_uninter
     assert "Traceback" not in err, err
     last = err.strip().splitlines()[-1]
     done = len(_comparable(run))
-    assert last.startswith(f"stratagem train: interrupted after {done} of 4 steps; checkpoint at step {done}")
+    assert last.startswith(f"stratagem train: interrupted after {done} of 3 steps; checkpoint at step {done}")
     assert f"--resume {run}" in last
     assert not alive_in_session(proc.pid), "processes of the run outlived it"
     assert main(["train", "--resume", str(run)]) == 0
