@@ -3,6 +3,7 @@
     python benchmarks/bench_learner.py [--shape qwen3|gpt-oss] [--variants trl ours ours-sdpa]
                                        [--generations 64] [--group 8] [--prompt 128] [--completion 256]
                                        [--lengths 1024 2048 ... 131072] [--device auto|cpu|cuda] [--quick]
+                                       [--memory-snapshots DIR]   # CUDA: who holds the peak's bytes
 
 One random-initialised model (the shapes of ``bench_rollout.py``, bf16 on CUDA), saved to a directory with a
 word-level tokenizer over its whole vocabulary, so both trainers load the same weights offline. Same prompts
