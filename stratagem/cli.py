@@ -287,7 +287,7 @@ def _run(argv: list[str], command: str | None) -> int:
     from stratagem.agents.runner import ServerFailed
     from stratagem.envs.spec import ManifestError
     from stratagem.sandbox.pool import PoolError
-    from stratagem.server.app import ServeError
+    from stratagem.server.listen import ServeError
     from stratagem.server.sessions import FactoryFailed
 
     handler = {"envs": cmd_envs, "serve": cmd_serve, "play": cmd_play, "train": cmd_train, "plot": cmd_plot,

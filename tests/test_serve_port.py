@@ -13,13 +13,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stratagem.server.app import ServeError, listen_socket, serve
+from stratagem.server.app import serve
+from stratagem.server.listen import ServeError, listen_socket
 
 ROOT = Path(__file__).resolve().parent.parent
 # serve() as the CLI calls it, with the statuses the CLI gives (130 for Ctrl-C, 1 when it cannot listen).
 SCRIPT = """
 import sys
-from stratagem.server.app import ServeError, serve
+from stratagem.server.app import serve
+from stratagem.server.listen import ServeError
 try:
     serve("2048", host=sys.argv[1], port=int(sys.argv[2]))
 except KeyboardInterrupt:

@@ -21,8 +21,6 @@ while a comparison is being played, 503 when the sandbox cannot run here. Never 
 from __future__ import annotations
 
 import logging
-import socket
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -175,21 +173,11 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT, allo
     before anything is announced (``ServeError``: the port is taken, or the like), as ``stratagem serve`` does."""
     import uvicorn
 
-    from stratagem.server.app import listen_socket
+    from stratagem.server.listen import listen_socket, run_announced, url_host
 
     app = create_app(run_dir, allow_weaker_sandbox)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False)
     sock = listen_socket(host, port, config.backlog)
-    where = f"[{host}]" if ":" in host else host
-    line = f"dashboard of {run_dir} on http://{where}:{sock.getsockname()[1]}/ ; Ctrl-C stops"
-
-    class Server(uvicorn.Server):
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            await super().startup(sockets)
-            if self.started and not self.should_exit:
-                print(line, file=sys.stderr, flush=True)
-
-    try:
-        Server(config).run(sockets=[sock])
-    finally:
-        sock.close()
+    run_announced(
+        config, sock, f"dashboard of {run_dir} on http://{url_host(host)}:{sock.getsockname()[1]}/ ; Ctrl-C stops"
+    )

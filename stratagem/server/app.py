@@ -6,15 +6,13 @@ opens a session named by the ``X-Session-Id`` header; requests without the heade
 throw-away environment, as OpenEnv's, and cannot fill the session table: sessions.py), and
 every limit is enforced, with each client mistake answered by a 4xx whose message says what to
 fix. The episode routes live in ``routes.py``, MCP (sessions and the episode as tools) in
-``mcp.py``, WebSockets in ``websocket.py``; this module assembles the app, with OpenEnv 0.10's
-Task API."""
+``mcp.py``, WebSockets in ``websocket.py``, binding the port and running uvicorn in ``listen.py``; this module
+assembles the app, with OpenEnv 0.10's Task API."""
 
 from __future__ import annotations
 
-import errno
 import inspect
 import os
-import socket
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +27,7 @@ from starlette.responses import Response
 
 import stratagem
 from stratagem.envs.spec import EnvSpec, resolve
+from stratagem.server.listen import listen_socket, run_announced, url_host
 from stratagem.server.mcp import MCP_SESSION_HEADER, McpServer
 from stratagem.server.protocol import (
     PROTOCOL,
@@ -316,45 +315,6 @@ def server_config(
     )
 
 
-class ServeError(ValueError):
-    """The server could not listen where it was asked to (port in use, no permission, not this machine's
-    address); the message says which and what to pass instead. Nothing was served."""
-
-
-def listen_socket(host: str = "127.0.0.1", port: int = 8000, backlog: int = 2048) -> socket.socket:
-    """A TCP socket bound to ``host:port`` and listening, as uvicorn would bind it (SO_REUSEADDR; IPv6
-    when ``host`` has a colon); ``port`` 0 takes a free one. Raises ``ServeError`` saying what was wrong."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(backlog)  # listening, not only bound: a second SO_REUSEADDR socket cannot take the port now
-    except OSError as exc:
-        sock.close()
-        raise ServeError(_bind_failure(exc, host, port)) from None
-    sock.set_inheritable(True)
-    return sock
-
-
-def _bind_failure(exc: OSError, host: str, port: int) -> str:
-    hosts = "pass --host 127.0.0.1 (this machine only) or --host 0.0.0.0 (every interface)"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot listen on {host!r}: the name does not resolve ({exc.strerror}); {hosts}"
-    if exc.errno == errno.EADDRINUSE:
-        return f"port {port} is in use; pass --port with a free one (or stop what listens on {host}:{port})"
-    if exc.errno == errno.EACCES:
-        if 0 < port < 1024:
-            return (
-                f"no permission to listen on port {port}: ports below 1024 need root or CAP_NET_BIND_SERVICE; "
-                "pass --port with a port of 1024 or above (the default is 8000)"
-            )
-        return f"no permission to listen on {host}:{port} ({exc.strerror}); pass --port with another port"
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return f"cannot listen on {host}: it is not an address of this machine; {hosts}"
-    return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
-
-
 def serve(
     spec: EnvSpec | str,
     host: str = "127.0.0.1",
@@ -375,36 +335,19 @@ def serve(
     """
     import sys
 
-    import uvicorn
     from uvicorn.config import STARTUP_FAILURE
 
     app = create_app(spec, params, limits or Limits(), web=web)
     name = app.state.manager.spec.name
     config = server_config(app, host, port, log_level)
     sock = listen_socket(host, port, config.backlog)
-    where = f"[{host}]" if ":" in host else host
+    where = url_host(host)
     bound = sock.getsockname()[1]
     page = f"; in a browser: http://{where}:{bound}/web" if web else ""
     line = f"serving {name!r} on http://{where}:{bound} (WebSocket: ws://{where}:{bound}/ws{page}); Ctrl-C stops"
-
-    class Server(uvicorn.Server):
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            await super().startup(sockets)
-            if self.started and not self.should_exit:
-                print(line, file=sys.stderr, flush=True)
-
-        def handle_exit(self, sig: int, frame: Any) -> None:  # a program run on /web must not hold the stop up
-            if web:
-                app.state.web.runs.interrupt()
-            super().handle_exit(sig, frame)
-
-    server = Server(config)
-    try:
-        server.run(sockets=[sock])
-    finally:
-        sock.close()
-    if not server.started:  # as uvicorn.run: it logged why (the app's startup failed)
-        sys.exit(STARTUP_FAILURE)
+    # a program run on /web must not hold the stop up
+    if not run_announced(config, sock, line, on_exit=app.state.web.runs.interrupt if web else None):
+        sys.exit(STARTUP_FAILURE)  # as uvicorn.run: it logged why (the app's startup failed)
 
 
 def __getattr__(name: str) -> Any:
