@@ -3,7 +3,7 @@
     python benchmarks/bench_learner.py [--shape qwen3|gpt-oss] [--variants trl ours ours-sdpa]
                                        [--generations 64] [--group 8] [--prompt 128] [--completion 256]
                                        [--lengths 1024 2048 ... 131072] [--device auto|cpu|cuda] [--quick]
-                                       [--memory-snapshots DIR]   # CUDA: who holds the peak's bytes
+                                       [--memory-snapshots DIR]   # CUDA: who holds the peak's bytes (memory_peak.py)
 
 One random-initialised model (the shapes of ``bench_rollout.py``, bf16 on CUDA), saved to a directory with a
 word-level tokenizer over its whole vocabulary, so both trainers load the same weights offline. Same prompts
@@ -60,6 +60,8 @@ class StepTimes:
     reward: list[float] = field(default_factory=list)
     update: list[float] = field(default_factory=list)
     peak_gib: float = float("nan")
+    sample_peak_gib: float = float("nan")  # ours: the peak while sampling, and while updating (which phase to cut)
+    update_peak_gib: float = float("nan")
 
 
 def stand_in_reward(completions: list[str], **kwargs: Any) -> list[float]:
@@ -88,21 +90,31 @@ def peak_memory(device: str, into: StepTimes, snapshot: Path | None = None) -> I
     """The peak over the block; with ``snapshot`` (CUDA), also PyTorch's allocator history for
     ``torch.cuda.memory._snapshot`` readers (https://pytorch.org/memory_viz): who holds the peak's bytes."""
     release(device)
-    record = snapshot is not None and device == "cuda"
-    if record:
-        torch.cuda.memory._record_memory_history(max_entries=200_000, stacks="python")
+    try:
+        with recording(device, snapshot):
+            yield
+    finally:
+        into.peak_gib = max(peak_gib(device), into.sample_peak_gib, into.update_peak_gib, key=nan_low)
+
+
+@contextlib.contextmanager
+def recording(device: str, snapshot: Path | None) -> Iterator[None]:
+    """With ``snapshot`` (CUDA): the allocator's history over the block saved there; ``memory_peak.py`` reads it."""
+    if snapshot is None or device != "cuda":
+        yield
+        return
+    torch.cuda.memory._record_memory_history(max_entries=2_000_000, stacks="python")
     try:
         yield
     finally:
-        into.peak_gib = peak_gib(device)
-        if record:
-            snapshot.parent.mkdir(parents=True, exist_ok=True)
-            torch.cuda.memory._dump_snapshot(str(snapshot))
-            torch.cuda.memory._record_memory_history(enabled=None)
+        snapshot.parent.mkdir(parents=True, exist_ok=True)
+        torch.cuda.memory._dump_snapshot(str(snapshot))
+        torch.cuda.memory._record_memory_history(enabled=None)
 
 
-def snapshot_path(args: argparse.Namespace, variant: str) -> Path | None:
-    return Path(args.memory_snapshots) / f"{args.shape}-{variant}.pickle" if args.memory_snapshots else None
+def snapshot_path(args: argparse.Namespace, variant: str, length: int | None = None) -> Path | None:
+    name = f"{args.shape}-{variant}" + (f"-{length}" if length else "")
+    return Path(args.memory_snapshots) / f"{name}.pickle" if args.memory_snapshots else None
 
 
 def our_config(args: argparse.Namespace, completion: int, generations: int, variant: str) -> Any:
@@ -150,12 +162,14 @@ def run_ours(args: argparse.Namespace, variant: str) -> StepTimes:
             completions = sample(model, tokenizer, ids, mask, params, generator,
                                  max_batch=learner.config.sampling_batch_size)  # fmt: skip
             sync()
+            times.sample_peak_gib = max(times.sample_peak_gib, phase_peak(args.device), key=nan_low)
             sampled = time.perf_counter()
             rewards = torch.tensor(stand_in_reward(completions.texts))
             advantages = group_advantages(rewards, args.group)
             rewarded = time.perf_counter()
             learner.update(completions, advantages)
             sync()
+            times.update_peak_gib = max(times.update_peak_gib, phase_peak(args.device), key=nan_low)
             if step:  # the first step warms up (compiles, tunes kernels)
                 times.sample.append(sampled - started)
                 times.reward.append(rewarded - sampled)
@@ -267,7 +281,8 @@ def fits_ours(args: argparse.Namespace, variant: str, length: int) -> float | No
                               completion_mask=torch.ones(batch, length, dtype=torch.long), texts=[""] * batch,
                               truncated=[True] * batch)  # fmt: skip
     try:
-        learner.update(completions, torch.randn(batch, generator=g))
+        with recording(args.device, snapshot_path(args, variant, length)):
+            learner.update(completions, torch.randn(batch, generator=g))
         return peak_gib(args.device)
     except torch.OutOfMemoryError:
         return None
@@ -290,7 +305,8 @@ def fits_trl(args: argparse.Namespace, length: int) -> float | None:
     original = GenerationMixin.generate
     GenerationMixin.generate = instant
     try:
-        trainer.train()
+        with recording(args.device, snapshot_path(args, "trl", length)):
+            trainer.train()
         peak = peak_gib(args.device)
         # TRL logs the completions' mean length: a fit only counts if it trained on the whole length.
         trained = [row[key] for row in trainer.state.log_history for key in row if key.endswith("mean_length")]
@@ -317,6 +333,19 @@ def release(device: str) -> None:
 
 def peak_gib(device: str) -> float:
     return torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
+
+
+def phase_peak(device: str) -> float:
+    """The peak since the last reset, and the counter reset: the next phase's peak starts from what is live."""
+    peak = peak_gib(device)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    return peak
+
+
+def nan_low(x: float) -> float:
+    """``max`` key under which an unmeasured peak (nan) loses to a measured one."""
+    return float("-inf") if x != x else x
 
 
 def longest_fit(args: argparse.Namespace, variant: str) -> tuple[int | None, float]:
@@ -357,7 +386,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--memory-snapshots",
         metavar="DIR",
-        help="steps table on CUDA: save each variant's allocator history as DIR/SHAPE-VARIANT.pickle",
+        help="CUDA: save each variant's allocator history as DIR/SHAPE-VARIANT.pickle (steps table) and "
+        "DIR/SHAPE-VARIANT-LENGTH.pickle (lengths table); benchmarks/memory_peak.py prints who holds each peak",
     )
     args = parser.parse_args(argv)
     args.device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -386,7 +416,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def steps_table(args: argparse.Namespace, variants: list[str]) -> None:
     print(f"{'variant':12} {'sample s':>9} {'reward s':>9} {'update s':>9} {'step s':>8} {'vs first':>9} "
-          f"{'peak GiB':>9} {'vs first':>9}")  # fmt: skip
+          f"{'peak GiB':>9} {'vs first':>9} {'in sample':>10} {'in update':>10}")  # fmt: skip
     first, first_peak = None, None
     for variant in variants:
         times = run_trl(args) if variant == "trl" else run_ours(args, variant)
@@ -394,7 +424,8 @@ def steps_table(args: argparse.Namespace, variants: list[str]) -> None:
         step = sum(parts)
         first, first_peak = first or step, first_peak or times.peak_gib
         print(f"{variant:12} {parts[0]:>9.2f} {parts[1]:>9.3f} {parts[2]:>9.2f} {step:>8.2f} {step / first:>9.2f} "
-              f"{times.peak_gib:>9.2f} {times.peak_gib / first_peak:>9.2f}", flush=True)  # fmt: skip
+              f"{times.peak_gib:>9.2f} {times.peak_gib / first_peak:>9.2f} {times.sample_peak_gib:>10.2f} "
+              f"{times.update_peak_gib:>10.2f}", flush=True)  # fmt: skip
 
 
 def lengths_table(args: argparse.Namespace, variants: list[str]) -> None:

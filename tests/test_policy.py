@@ -172,3 +172,29 @@ def test_the_sft_primed_policy_writes_programs_that_end_at_their_fence(tiny_poli
         except ProgramError:
             pass
     assert loaded >= 4, f"only {loaded} of 16 samples are programs that load"
+
+
+def test_adapters_on_a_half_precision_base_keep_float32_weights_but_save_no_float32_copy_of_their_input(model):
+    """``add_lora`` on a bf16 base: the adapter's weights (and so the optimizer's state) stay float32, its product
+    runs in bf16 on the base layer's own input, so backward holds no float32 copy of that input (peft's default,
+    one per adapted layer: 2 GiB of a Qwen3-0.6B update at 131k tokens); the gradient still reaches the weights."""
+    import copy
+
+    from stratagem.agents.policy import add_lora
+
+    half = add_lora(copy.deepcopy(model).to(torch.bfloat16), 4, 8, 0.0, ["all-linear"])
+    layer = half.get_base_model().model.layers[0].self_attn.q_proj
+    assert {p.dtype for p in half.parameters() if p.requires_grad} == {torch.float32}
+    torch.nn.init.normal_(layer.lora_B["default"].weight, std=0.5)  # B starts at zero: make the delta count
+    x = torch.randn(3, 5, layer.in_features, dtype=torch.bfloat16, requires_grad=True)
+    saved: list[torch.Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = layer(x)
+    big = [t for t in saved if t.numel() >= x.numel()]
+    assert big and all(t.dtype == torch.bfloat16 for t in big), [(t.dtype, tuple(t.shape)) for t in big]
+    assert out.dtype == torch.bfloat16
+    a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    exact = x.float() @ layer.base_layer.weight.float().T + (x.float() @ a.T @ b.T) * layer.scaling["default"]
+    assert torch.allclose(out.float(), exact, rtol=0.05, atol=0.05)
+    out.float().sum().backward()
+    assert a.grad is not None and a.grad.dtype == torch.float32 and a.grad.abs().sum() > 0

@@ -93,9 +93,39 @@ def add_lora(model: Any, r: int, alpha: int, dropout: float, target_modules: lis
     try:
         with warnings.catch_warnings():  # peft asks transformers a deprecated question; not ours to fix
             warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
-            return get_peft_model(model, config)
+            model = get_peft_model(model, config)
     except ValueError as exc:  # peft: "Target modules ... not found in the base model"
         raise ModelLoadError(f"lora_target_modules {target_modules}: {exc}") from None
+    adapters_compute_in_input_dtype(model)
+    return model
+
+
+class InputDtypeLinear(torch.nn.Linear):
+    """A LoRA factor whose float32 weights are cast to its input's dtype for the product (bf16 under a bf16 base,
+    as autocast would): what it saves for backward is then the base layer's own input, not a float32 copy of it.
+    peft's default casts the input up instead: one float32 copy of every adapted layer's input held until backward,
+    2 GiB of the 23 GiB peak of a Qwen3-0.6B update at 131k tokens (``benchmarks/memory_peak.py``). The gradient
+    still reaches the float32 weights, which the optimizer keeps in float32."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return torch.nn.functional.linear(x, self.weight.to(x.dtype), bias)
+
+
+def adapters_compute_in_input_dtype(model: Any) -> None:
+    """Every plain LoRA layer's factors turned into ``InputDtypeLinear``, and peft's input cast switched off for
+    them (a no-op in float32: the tests' exact comparisons see the same products). DoRA and other variants,
+    which read the weights themselves, keep peft's cast."""
+    from peft.tuners.lora import LoraLayer
+
+    for layer in model.modules():
+        if not isinstance(layer, LoraLayer) or getattr(layer, "lora_variant", None):
+            continue
+        factors = [*layer.lora_A.values(), *layer.lora_B.values()]
+        if factors and all(type(f) in (torch.nn.Linear, InputDtypeLinear) for f in factors):
+            for factor in factors:
+                factor.__class__ = InputDtypeLinear
+            layer.cast_input_dtype_enabled = False
 
 
 def enable_checkpointing(model: Any) -> None:
