@@ -135,7 +135,11 @@ def _decode_static(base: Any, ids: Tensor, mask: Tensor, params: SamplingParams,
     with decoding_with(base):
         if compile:
             try:
-                step()  # the compile happens here, before anything depends on it
+                with warnings.catch_warnings():
+                    # Inductor's advice to turn on TF32: the float32 products in a half-precision decode are the
+                    # rotary angles, float32 in transformers on purpose; TF32 would round them to 10 bits.
+                    warnings.filterwarnings("ignore", message="TensorFloat32 tensor cores", category=UserWarning)
+                    step()  # the compile happens here, before anything depends on it
             except Exception as exc:  # inductor or dynamo cannot compile this model here
                 reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
                 warnings.warn(f"torch.compile failed on this model ({type(exc).__name__}: {reason}); sampling "
