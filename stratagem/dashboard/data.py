@@ -24,7 +24,7 @@ import yaml
 
 from stratagem.rl.rundir import RunDir
 from stratagem.viz.episodes import SUFFIXES, Episode
-from stratagem.viz.plots import panels
+from stratagem.viz.plots import panels, read_metrics
 from stratagem.viz.recording import RecordingError, read_recording
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "completions", "best.json", "replays")
@@ -136,15 +136,11 @@ class RunData:
 
     # --- metrics -------------------------------------------------------------------------------
     def metrics(self) -> list[dict[str, Any]]:
-        """One row per step, in step order; a step logged twice (a resumed run) keeps its later line."""
+        """One row per step, in step order; a step logged twice (a resumed run) keeps its later line; lines that
+        are not a step's JSON object are skipped (a live run's file is read while it grows)."""
 
         def parse(path: Path) -> list[dict[str, Any]]:
-            by_step: dict[float, dict[str, Any]] = {}
-            for row in parse_jsonl(path.read_bytes()):
-                step = row.get("step")
-                if isinstance(step, (int, float)) and not isinstance(step, bool) and math.isfinite(step):
-                    by_step[step] = finite(row)
-            return [by_step[step] for step in sorted(by_step)]
+            return [finite(row) for row in read_metrics(path, lenient=True)]  # as `stratagem plot` reads it
 
         return self._cache.get(self.run.metrics, parse, [])
 

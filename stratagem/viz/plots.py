@@ -63,13 +63,17 @@ TRAILING = (
 )
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The rows of a metrics.jsonl, by step; a torn last line (no newline, not JSON) is skipped."""
+def read_metrics(path: Path, lenient: bool = False) -> list[dict[str, Any]]:
+    """The rows of a metrics.jsonl, by step; a step logged twice (an old resume) keeps its later line, and a torn
+    last line (no newline, not JSON) is skipped. Any other bad line is a ``PlotError`` naming it; ``lenient``
+    (the dashboard, reading a live run) skips it instead, and a missing or empty file is no rows."""
     try:
         raw = path.read_bytes()
-    except FileNotFoundError:
-        raise PlotError(f"{path}: no such file; `stratagem train --out DIR` writes DIR/{METRICS}") from None
     except OSError as exc:
+        if lenient:
+            return []
+        if isinstance(exc, FileNotFoundError):
+            raise PlotError(f"{path}: no such file; `stratagem train --out DIR` writes DIR/{METRICS}") from None
         raise PlotError(f"{path}: cannot be read: {exc.strerror or exc}") from None
     lines = raw.split(b"\n")
     torn = lines.pop()  # bytes after the last newline: a line a killed run did not finish
@@ -80,14 +84,16 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         try:
             row = json.loads(line)  # json, not orjson: it also reads NaN/Infinity, which json.dumps writes
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            if line is torn:
+            if line is torn or lenient:
                 continue
             raise PlotError(f"{path}, line {number}: not JSON ({exc}); fix or delete that line") from None
         step = row.get("step") if isinstance(row, dict) else None
-        if not isinstance(step, (int, float)) or isinstance(step, bool):
+        if not isinstance(step, (int, float)) or isinstance(step, bool) or not math.isfinite(step):
+            if lenient:
+                continue
             raise PlotError(f'{path}, line {number}: expected a JSON object with a numeric "step", got {line[:80]!r}')
-        by_step[step] = row  # a step logged twice (an old resume): the later line wins
-    if not by_step:
+        by_step[step] = row
+    if not by_step and not lenient:
         raise PlotError(f"{path}: no metrics yet (empty file); the run has not finished a step")
     return [by_step[step] for step in sorted(by_step)]
 
