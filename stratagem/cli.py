@@ -181,7 +181,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     params = _with_game(spec, dict(args.param), args.game)
     if _runs_code(spec):  # check the sandbox now, not at the first client's reset
         from stratagem.sandbox.doctor import diagnose
-        from stratagem.sandbox.pool import SandboxUnavailable, unavailable_message
+        from stratagem.sandbox.failures import SandboxUnavailable, unavailable_message
 
         missing = diagnose()["missing"]
         if missing and not args.allow_weaker_sandbox:
@@ -221,7 +221,9 @@ def _with_game(spec: Any, params: dict[str, Any], game: str | None) -> dict[str,
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from stratagem.client.validate import Validator, format_table, manifest_reward_range
+    from stratagem.client.check_results import format_table
+    from stratagem.client.runtime_graders import manifest_reward_range
+    from stratagem.client.validate import Validator
 
     reward_range, source = None, "--reward-range"
     if args.reward_range is not None:
@@ -286,7 +288,7 @@ def _run(argv: list[str], command: str | None) -> int:
         parser.commands[args.command].unknown_flags(extras)
     from stratagem.agents.runner import ServerFailed
     from stratagem.envs.spec import ManifestError
-    from stratagem.sandbox.pool import PoolError
+    from stratagem.sandbox.failures import PoolError
     from stratagem.server.listen import ServeError
     from stratagem.server.sessions import FactoryFailed
 

@@ -1,7 +1,7 @@
 """A hostile zygote payload: a strategy worker that lies to its parent, for ``test_hostile.py``.
 
 A program that escaped every Python-level check could write anything on its channel (fd 3). This
-payload stands in for it, so the *parent's* side (``jobs.py``, ``runner.py``, ``channel.FrameReader``)
+payload stands in for it, so the *parent's* side (``jobs.py``, ``job_modes.py``, ``runner.py``, ``channel.FrameReader``)
 can be driven with every kind of bad frame through the real scheduler. It is confined exactly like
 ``stratagem.agents.worker`` (the zygote confines every worker before it runs a payload), then reads
 its job and picks a behaviour by the word of ``BEHAVIOURS`` found in the program's source; a

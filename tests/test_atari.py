@@ -14,7 +14,8 @@ import pytest
 from stratagem.agents.programs import build, load
 from stratagem.agents.runner import Limits, Runner
 from stratagem.cli import main
-from stratagem.client.http import EnvClient, InvalidRequest
+from stratagem.client.http import EnvClient
+from stratagem.client.wire import InvalidRequest
 from stratagem.envs.atari import AtariEnv, decode_frame, encode_png
 from stratagem.envs.core import EnvError, EpisodeNotActive, InvalidAction
 from stratagem.envs.spec import resolve

@@ -7,17 +7,8 @@ import re
 
 import pytest
 
-from stratagem.client.http import (
-    AsyncEnvClient,
-    EnvClient,
-    NotActive,
-    RemoteError,
-    ServerBusy,
-    SessionLost,
-    StatelessServer,
-    http_url,
-    ws_url,
-)
+from stratagem.client.http import AsyncEnvClient, EnvClient
+from stratagem.client.wire import NotActive, RemoteError, ServerBusy, SessionLost, StatelessServer, http_url, ws_url
 from stratagem.envs import EpisodeNotActive, InvalidAction
 from stratagem.server.sessions import Limits
 from tests.conftest import running

@@ -9,7 +9,7 @@ from collections import Counter
 from stratagem.agents.programs import build, load
 from stratagem.agents.rewards import Rubric, outcomes
 from stratagem.agents.runner import Limits, Runner
-from stratagem.envs.openspiel import load_servable_game
+from stratagem.envs.openspiel_games import load_servable_game
 from stratagem.envs.spec import resolve
 from stratagem.rl.corpus import generate_programs, generate_samples, openspiel, program_families
 

@@ -187,7 +187,7 @@ def test_play_json_has_wins_draws_and_losses_and_the_tile_histogram_only_for_204
 
 
 def test_training_metrics_count_built_and_clean_programs_and_each_outcome():
-    from stratagem.rl.trainer import Trainer
+    from stratagem.rl.step_metrics import live_line, step_metrics
 
     results = [
         ProgramResult(sha="a", episodes=[EpisodeResult(seed=0, won=True), EpisodeResult(seed=1, draw=True)]),
@@ -197,15 +197,14 @@ def test_training_metrics_count_built_and_clean_programs_and_each_outcome():
     ]  # fmt: skip
     scored = Rubric().score_all(results, resolve("2048").reward)
     rewards = torch.tensor([s.total for s in scored])
-    owner = SimpleNamespace(config=SimpleNamespace(num_generations=2))
     completions = SimpleNamespace(completion_mask=torch.ones(4, 3), truncated=[False] * 4)
-    metrics = Trainer._metrics(owner, 1, completions, results, scored, rewards, {"loss": 0.5})
+    metrics = step_metrics(1, completions, results, scored, rewards, {"loss": 0.5}, num_generations=2)
     assert metrics["win_rate"] == metrics["draw_rate"] == metrics["loss_rate"] == pytest.approx(0.5 / 4)
     assert metrics["frac_programs_built"] == 0.75  # it built; "valid" said the same and meant more
     assert metrics["frac_played_clean"] == 0.25  # only the first played every episode without an error
     assert "valid_programs" not in metrics
     assert metrics["rewards/function_works"] == pytest.approx((1.0 + 0.0 - 1.0 - 1.0) / 4)
-    line = Trainer.live_line(metrics)
+    line = live_line(metrics)
     assert "w/d/l 0.12/0.12/0.12" in line and "built 0.75" in line and "clean 0.25" in line and "valid" not in line
 
 

@@ -23,9 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from stratagem.agents.jobs import CallJob, Job, PlayJob
+from stratagem.agents.job_modes import CallJob, PlayJob
+from stratagem.agents.jobs import Job
 from stratagem.agents.runner import Interrupted, Limits, Runner, WorkersKilled
-from stratagem.sandbox.pool import LOST, PoolError
+from stratagem.sandbox.failures import PoolError
+from stratagem.sandbox.pool import LOST
 from stratagem.viz.recording import read_recording
 from tests.conftest import processes, session_processes
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from stratagem.cli import main
-from stratagem.client.validate import Validator, format_table
+from stratagem.client.check_results import format_table
+from stratagem.client.validate import Validator
 from stratagem.envs import load_spec
 from stratagem.envs.skeleton import names, new_env
 from stratagem.server.app import create_app

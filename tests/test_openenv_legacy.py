@@ -19,7 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stratagem.client.http import AsyncEnvClient, EnvClient, StatelessServer
+from stratagem.client.http import AsyncEnvClient, EnvClient
+from stratagem.client.wire import StatelessServer
 from stratagem.server.app import create_app
 from tests.conftest import cli_server, free_port, running
 

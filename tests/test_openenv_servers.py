@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from stratagem.client.http import AsyncEnvClient, EnvClient, StatelessServer
+from stratagem.client.http import AsyncEnvClient, EnvClient
+from stratagem.client.wire import StatelessServer
 from stratagem.envs import InvalidAction
 from tests.conftest import running
 

@@ -164,7 +164,7 @@ def test_the_run_directory_logs_a_plot_failure_instead_of_raising(tmp_path, capl
 
 
 def record_2048(directory: Path, seed: int, moves: int | None = None, end: bool = True) -> Path:
-    """A real 2048 episode of random legal moves, recorded as the runner records (jobs._record)."""
+    """A real 2048 episode of random legal moves, recorded as the runner records (job_modes._record)."""
     env, rng = Game2048Env(), random.Random(seed)
     path = directory / f"3f2a9c01b6de-seed{seed}.jsonl.gz"
     writer = RecordingWriter(path, env="2048", seed=seed, program="3f2a9c01b6de")

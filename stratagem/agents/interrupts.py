@@ -6,7 +6,7 @@ it, and the work goes on as if nothing was pressed. ``sticky_interrupts`` instal
 same way but also notes the signal, so that a long loop can ``raise_if_dropped`` at its safe points and raise
 what a finaliser swallowed. Code that manages SIGINT itself (the runner's scheduling loop, the trainer's
 uninterruptible update) treats this handler as it treats Python's (``raises_where_it_lands``);
-``ScheduleSignals`` is the runner's.
+``ScheduleSignals`` is the runner's, ``deferred_interrupt`` the trainer's.
 """
 
 from __future__ import annotations
@@ -91,3 +91,28 @@ class ScheduleSignals:
     def check(self) -> None:
         if self.interrupted:
             raise KeyboardInterrupt
+
+
+@contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends, so state changed together (weights, optimizer, logs) stays whole.
+    A second Ctrl-C does not wait."""
+    if threading.current_thread() is not threading.main_thread() or not raises_where_it_lands(
+        signal.getsignal(signal.SIGINT)
+    ):
+        yield  # not ours to manage (a worker thread, SIGINT ignored or handled by someone else)
+        return
+    pending: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        if pending:
+            raise KeyboardInterrupt
+        pending.append(signum)
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending:
+        raise KeyboardInterrupt

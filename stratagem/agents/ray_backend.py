@@ -32,7 +32,7 @@ from typing import Any
 
 from stratagem.agents.results import EpisodeResult, ProgramResult
 from stratagem.envs.spec import EnvSpec
-from stratagem.sandbox.pool import WorkersKilled
+from stratagem.sandbox.failures import WorkersKilled
 
 INSTALL = "pip install -e \".[ray]\" in a checkout, or pip install 'stratagem[ray]'"
 MAX_ATTEMPTS = 3  # a task whose actor died is played this many times at most

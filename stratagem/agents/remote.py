@@ -49,7 +49,7 @@ class RemoteGame:
         return self._observation(self._call(self.client.step, action))
 
     def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
-        from stratagem.client.http import RemoteError
+        from stratagem.client.wire import RemoteError
 
         try:
             return method(*args, **kwargs)

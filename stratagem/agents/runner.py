@@ -44,15 +44,17 @@ from pathlib import Path
 from typing import Any
 
 from stratagem.agents.interrupts import ScheduleSignals
-from stratagem.agents.jobs import CallJob, Job, PlayJob
+from stratagem.agents.job_modes import CallJob, PlayJob
+from stratagem.agents.jobs import Job
 from stratagem.agents.programs import Program, ProgramError, load
 from stratagem.agents.remote import ServerFailed, ServersDown
 from stratagem.agents.results import ERROR_KINDS, EpisodeResult, ProgramResult
 from stratagem.envs.rng import EpisodeKey, episode_key
 from stratagem.envs.spec import EnvSpec, resolve
 from stratagem.sandbox.confine import LAYERS, Policy
+from stratagem.sandbox.failures import PoolError, SandboxUnavailable, WorkersKilled
 from stratagem.sandbox.keys import machine_secret
-from stratagem.sandbox.pool import PoolError, SandboxUnavailable, WorkerPool, WorkersKilled
+from stratagem.sandbox.pool import WorkerPool
 
 __all__ = ["ERROR_KINDS", "EpisodeResult", "Interrupted", "Limits", "PoolError", "ProgramResult", "Runner",
            "SandboxUnavailable", "ServerFailed", "ServersDown", "WorkersKilled"]  # fmt: skip

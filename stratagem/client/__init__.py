@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 _EXPORTS = {"EnvClient": "http", "HTTPEnvClient": "http", "WSEnvClient": "http", "LocalEnvClient": "http",
-            "AsyncEnvClient": "http", "Validator": "validate"}  # fmt: skip
+            "AsyncEnvClient": "http", "Validator": "validate", "RemoteError": "wire", "InvalidRequest": "wire",
+            "NotActive": "wire", "SessionLost": "wire", "ServerBusy": "wire", "ServerTimeout": "wire",
+            "StatelessServer": "wire"}  # fmt: skip
 __all__ = sorted(_EXPORTS)
 
 

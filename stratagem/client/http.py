@@ -21,204 +21,35 @@ works, and the next call raises ``StatelessServer`` saying to use WebSocket.
 from __future__ import annotations
 
 import asyncio
-import socket
 from typing import Any
 
 import httpx
-import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from websockets.asyncio.client import connect as ws_connect_async
 from websockets.exceptions import ConnectionClosed
 
+from stratagem.client.wire import (
+    NO_DELAY,
+    NOT_STARTED,
+    STATELESS_MESSAGE,
+    Action,
+    NotActive,
+    ServerTimeout,
+    SessionLost,
+    StatelessServer,
+    action_dict,
+    http_reply,
+    reset_body,
+    route_urls,
+    session_id_of,
+    to_result,
+    ws_reply,
+    ws_url,
+)
 from stratagem.client.ws import BlockingWebSocket
-from stratagem.envs.core import Environment, EpisodeNotActive, InvalidAction, StepResult
+from stratagem.envs.core import Environment, InvalidAction, StepResult
 from stratagem.envs.spec import make
 from stratagem.server.protocol import SESSION_HEADER, dumps, jsonable_errors, observation_payload, validation_messages
-
-Action = dict[str, Any] | BaseModel
-
-
-class RemoteError(Exception):
-    """The server refused a request; ``status`` is the HTTP status (WS frames carry it too)."""
-
-    def __init__(
-        self, message: str, status: int | None = None, code: str | None = None, payload: dict[str, Any] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status, self.code, self.payload = status, code, payload or {}
-
-
-class InvalidRequest(RemoteError, InvalidAction):
-    """422/413/400: the action or request was not acceptable; the episode is unharmed."""
-
-
-class NotActive(RemoteError, EpisodeNotActive):
-    """409: step before reset or after the episode ended."""
-
-
-class SessionLost(RemoteError):
-    """404/408: the session is gone (closed, reaped when idle, or unknown)."""
-
-
-class ServerBusy(RemoteError):
-    """503: the server is at its session limit."""
-
-
-class ServerTimeout(RemoteError):
-    """504: the environment overran its step deadline; reset to continue."""
-
-
-class StatelessServer(RemoteError):
-    """``transport="http"`` on a server with no HTTP sessions (OpenEnv's): only WebSocket keeps an episode."""
-
-
-STATELESS_MESSAGE = (
-    f"this server's HTTP is stateless: POST /reset returned no {SESSION_HEADER}, so every HTTP request gets a "
-    "fresh environment (OpenEnv servers keep an episode only on a WebSocket) and this step would not continue the "
-    "episode that reset started. Use the WebSocket transport: EnvClient.connect(url) or "
-    "AsyncEnvClient.connect(url), without transport='http'"
-)
-NOT_STARTED = "no episode has started on this client: call reset first"
-
-
-_BY_STATUS: dict[int, type[RemoteError]] = {
-    400: InvalidRequest,
-    413: InvalidRequest,
-    422: InvalidRequest,
-    409: NotActive,
-    404: SessionLost,
-    408: SessionLost,
-    503: ServerBusy,
-    504: ServerTimeout,
-}
-_BY_CODE: dict[str, int] = {
-    "INVALID_JSON": 422,
-    "UNKNOWN_TYPE": 422,
-    "VALIDATION_ERROR": 422,
-    "CAPACITY_REACHED": 503,
-    "SESSION_ERROR": 408,
-    "EXECUTION_ERROR": 422,
-    "FACTORY_ERROR": 500,
-}
-
-
-def remote_error(
-    message: str, status: int | None, code: str | None = None, payload: dict[str, Any] | None = None
-) -> RemoteError:
-    """Map an HTTP status or a WS error frame (its ``status``, else its ``code``) to an exception."""
-    if status is None and code is not None:
-        status = _BY_CODE.get(code)
-    return _BY_STATUS.get(status or 0, RemoteError)(message, status, code, payload)
-
-
-def action_dict(action: Action) -> dict[str, Any]:
-    if isinstance(action, BaseModel):
-        return action.model_dump(exclude_none=True)
-    if isinstance(action, dict):
-        return action
-    raise TypeError(f"an action is a dict or a pydantic Action, got {type(action).__name__}")
-
-
-def to_result(payload: dict[str, Any]) -> StepResult[dict[str, Any]]:
-    """A reply's data as a ``StepResult``. ``metadata`` is the top-level one, else the one OpenEnv 0.10
-    nests inside the observation (it sends ``"metadata": null``, or no key, when that one is empty)."""
-    observation = payload.get("observation") or {}
-    metadata = payload.get("metadata") or observation.get("metadata")
-    return StepResult(
-        observation=observation,
-        reward=payload.get("reward"),
-        done=bool(payload.get("done", False)),
-        metadata=metadata if isinstance(metadata, dict) else {},
-    )
-
-
-def session_id_of(response: httpx.Response, payload: dict[str, Any]) -> str | None:
-    """The HTTP session a ``/reset`` opened: its ``X-Session-Id`` header, else ``metadata.session_id``
-    (top-level or nested); None from a stateless server (OpenEnv's)."""
-    sid = response.headers.get(SESSION_HEADER)
-    if sid:
-        return sid
-    for meta in (payload.get("metadata"), (payload.get("observation") or {}).get("metadata")):
-        if isinstance(meta, dict) and isinstance(meta.get("session_id"), str) and meta["session_id"]:
-            return meta["session_id"]
-    return None
-
-
-def ws_url(url: str) -> str:
-    url = url.rstrip("/")
-    for old, new in (("http://", "ws://"), ("https://", "wss://")):
-        if url.startswith(old):
-            url = new + url[len(old) :]
-    if not url.startswith(("ws://", "wss://")):
-        raise ValueError(f"server URL must start with http://, https://, ws:// or wss://, got {url!r}")
-    return url if url.endswith("/ws") else url + "/ws"
-
-
-def http_url(url: str) -> str:
-    url = url.rstrip("/")
-    for old, new in (("ws://", "http://"), ("wss://", "https://")):
-        if url.startswith(old):
-            url = new + url[len(old) :]
-    if url.endswith("/ws"):
-        url = url[:-3]
-    if not url.startswith(("http://", "https://")):
-        raise ValueError(f"server URL must start with http://, https://, ws:// or wss://, got {url!r}")
-    return url
-
-
-# Requests go out as soon as they are written (headers and body are separate writes in httpx).
-NO_DELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
-
-
-def _route_urls(url: str) -> dict[str, httpx.URL]:
-    """Absolute URLs parsed once: httpx would otherwise merge and re-parse them per request."""
-    base = http_url(url)
-    return {path: httpx.URL(base + path) for path in ("/reset", "/step", "/state", "/session")}
-
-
-def _reset_body(seed: int | None, episode_id: str | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-    body = dict(kwargs)
-    if seed is not None:
-        body["seed"] = seed
-    if episode_id is not None:
-        body["episode_id"] = episode_id
-    return body
-
-
-def _pydantic_errors(errors: Any) -> str | None:
-    """pydantic's error list (OpenEnv's 422 ``detail``, its VALIDATION_ERROR frames' ``errors``) as a sentence."""
-    if isinstance(errors, list) and errors and all(isinstance(e, dict) and "msg" in e for e in errors):
-        return validation_messages(errors)
-    return None
-
-
-def _ws_reply(raw: str | bytes, expected: str) -> dict[str, Any]:
-    msg = orjson.loads(raw)
-    if msg.get("type") == "error":
-        data = msg.get("data") or {}
-        message = data.get("message") or "server error"
-        if message == "Invalid message":  # OpenEnv's VALIDATION_ERROR: the detail is in 'errors' only
-            message = _pydantic_errors(data.get("errors")) or message
-        raise remote_error(message, data.get("status"), data.get("code"), data)
-    if msg.get("type") != expected:
-        raise RemoteError(f"expected a {expected!r} frame, got {msg.get('type')!r}")
-    return msg.get("data") or {}
-
-
-def _http_reply(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = orjson.loads(response.content) if response.content else {}
-    except orjson.JSONDecodeError:
-        body = {"detail": response.text[:500]}
-    if response.status_code >= 400:
-        detail = body.get("detail") if isinstance(body, dict) else body
-        raise remote_error(
-            f"HTTP {response.status_code}: {_pydantic_errors(detail) or detail}",
-            response.status_code,
-            None,
-            body if isinstance(body, dict) else None,
-        )
-    return body
 
 
 class EnvClient:
@@ -262,7 +93,7 @@ class LocalEnvClient(EnvClient):
         self.env = env
 
     def reset(self, seed: int | None = None, episode_id: str | None = None, **kwargs: Any) -> StepResult:
-        return to_result(observation_payload(self.env.reset(**_reset_body(seed, episode_id, kwargs))))
+        return to_result(observation_payload(self.env.reset(**reset_body(seed, episode_id, kwargs))))
 
     def step(self, action: Action) -> StepResult:
         try:
@@ -299,7 +130,7 @@ class _HTTPSession:
         return False
 
     def _opened(self, response: httpx.Response) -> dict[str, Any]:
-        payload = _http_reply(response)
+        payload = http_reply(response)
         self.session_id = session_id_of(response, payload)
         self.stateless = self.session_id is None
         return payload
@@ -319,14 +150,14 @@ class HTTPEnvClient(_HTTPSession, EnvClient):
     raise ``StatelessServer`` rather than act on a fresh environment."""
 
     def __init__(self, url: str, timeout_s: float = 30.0) -> None:
-        self.urls = _route_urls(url)
+        self.urls = route_urls(url)
         self.http = httpx.Client(timeout=timeout_s, transport=httpx.HTTPTransport(socket_options=NO_DELAY))
 
     def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
         return self.http.post(self.urls[path], content=dumps(body), headers=self._headers())
 
     def reset(self, seed: int | None = None, episode_id: str | None = None, **kwargs: Any) -> StepResult:
-        body = _reset_body(seed, episode_id, kwargs)
+        body = reset_body(seed, episode_id, kwargs)
         response = self._post("/reset", body)
         if self._lost(response):
             response = self._post("/reset", body)
@@ -334,12 +165,12 @@ class HTTPEnvClient(_HTTPSession, EnvClient):
 
     def step(self, action: Action) -> StepResult:
         self._check_session("step")
-        return to_result(_http_reply(self._post("/step", {"action": action_dict(action)})))
+        return to_result(http_reply(self._post("/step", {"action": action_dict(action)})))
 
     def state(self) -> dict[str, Any]:
         self._check_session("state")
         headers = {SESSION_HEADER: self.session_id} if self.session_id else {}
-        return _http_reply(self.http.get(self.urls["/state"], headers=headers))
+        return http_reply(self.http.get(self.urls["/state"], headers=headers))
 
     def close(self) -> None:
         if self.session_id:
@@ -362,7 +193,7 @@ class WSEnvClient(EnvClient):
     def _call(self, message: dict[str, Any], expected: str) -> dict[str, Any]:
         try:
             self.ws.send(dumps(message).decode())
-            return _ws_reply(self.ws.recv(), expected)
+            return ws_reply(self.ws.recv(), expected)
         except ConnectionClosed as exc:
             raise SessionLost(f"the server closed the connection: {exc}") from exc
         except TimeoutError as exc:
@@ -371,7 +202,7 @@ class WSEnvClient(EnvClient):
             raise SessionLost(f"the connection failed: {exc}") from exc
 
     def reset(self, seed: int | None = None, episode_id: str | None = None, **kwargs: Any) -> StepResult:
-        return to_result(self._call({"type": "reset", "data": _reset_body(seed, episode_id, kwargs)}, "observation"))
+        return to_result(self._call({"type": "reset", "data": reset_body(seed, episode_id, kwargs)}, "observation"))
 
     def step(self, action: Action) -> StepResult:
         return to_result(self._call({"type": "step", "data": action_dict(action)}, "observation"))
@@ -394,7 +225,7 @@ class AsyncEnvClient(_HTTPSession):
         if transport not in ("ws", "http"):
             raise ValueError(f"transport must be 'ws' or 'http', got {transport!r}")
         self.url, self.transport, self.timeout_s = url, transport, timeout_s
-        self.urls = _route_urls(url)
+        self.urls = route_urls(url)
         self.ws: Any = None
         self.http: httpx.AsyncClient | None = None
 
@@ -415,7 +246,7 @@ class AsyncEnvClient(_HTTPSession):
     async def _ws_call(self, message: dict[str, Any], expected: str) -> dict[str, Any]:
         try:
             await self.ws.send(dumps(message).decode())
-            return _ws_reply(await asyncio.wait_for(self.ws.recv(), self.timeout_s), expected)
+            return ws_reply(await asyncio.wait_for(self.ws.recv(), self.timeout_s), expected)
         except ConnectionClosed as exc:
             raise SessionLost(f"the server closed the connection: {exc}") from exc
         except asyncio.TimeoutError as exc:  # not yet TimeoutError on Python 3.10
@@ -426,7 +257,7 @@ class AsyncEnvClient(_HTTPSession):
         return await self.http.post(self.urls[path], content=dumps(body), headers=self._headers())
 
     async def reset(self, seed: int | None = None, episode_id: str | None = None, **kwargs: Any) -> StepResult:
-        body = _reset_body(seed, episode_id, kwargs)
+        body = reset_body(seed, episode_id, kwargs)
         if self.ws is not None:
             return to_result(await self._ws_call({"type": "reset", "data": body}, "observation"))
         response = await self._post("/reset", body)
@@ -438,7 +269,7 @@ class AsyncEnvClient(_HTTPSession):
         if self.ws is not None:
             return to_result(await self._ws_call({"type": "step", "data": action_dict(action)}, "observation"))
         self._check_session("step")
-        return to_result(_http_reply(await self._post("/step", {"action": action_dict(action)})))
+        return to_result(http_reply(await self._post("/step", {"action": action_dict(action)})))
 
     async def state(self) -> dict[str, Any]:
         if self.ws is not None:
@@ -446,7 +277,7 @@ class AsyncEnvClient(_HTTPSession):
         self._check_session("state")
         assert self.http is not None
         headers = {SESSION_HEADER: self.session_id} if self.session_id else {}
-        return _http_reply(await self.http.get(self.urls["/state"], headers=headers))
+        return http_reply(await self.http.get(self.urls["/state"], headers=headers))
 
     async def close(self) -> None:
         if self.ws is not None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from stratagem.client.http import http_url
+from stratagem.client.wire import http_url
 from stratagem.envs.core import Environment
 
 LIFTED = {"done", "reward", "metadata"}  # top-level fields of a reply, not the observation's own

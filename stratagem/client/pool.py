@@ -29,7 +29,8 @@ from typing import Any
 
 import httpx
 
-from stratagem.client.http import EnvClient, http_url
+from stratagem.client.http import EnvClient
+from stratagem.client.wire import http_url
 
 HEALTH_TIMEOUT_S = 3.0  # a server that cannot say it is healthy within this is out
 

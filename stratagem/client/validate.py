@@ -6,22 +6,15 @@ raises ``Failed`` with what it saw. Works against any OpenEnv server (stratagem'
 sessions) are checked only when the server offers them, and reported as skipped otherwise.
 
 The WebSocket episode is played the way OpenEnv 0.10's runtime collector plays it (reset with
-a seed and an episode_id, ``state`` after the reset and after every step), and three checks
-then grade it as 0.10's runtime graders do: ``runtime.reward_well_formed`` (every step reward
-a finite number, within the declared range when one is known), ``runtime.observation_schema``
-(each observation, with reward and done, valid against ``/schema``) and
-``runtime.state_contract`` (``episode_id`` as requested, ``step_count`` = steps since reset).
+a seed and an episode_id, ``state`` after the reset and after every step), and then graded as
+0.10's runtime graders do (``stratagem.client.runtime_graders``).
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import math
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,28 +22,16 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
-from stratagem.client.http import http_url, ws_url
+from stratagem.client.check_results import CheckResult, Failed, Skipped, expect
+from stratagem.client.runtime_graders import (
+    Episode,
+    grade_observation_schema,
+    grade_rewards,
+    grade_state_contract,
+    schema_bounds,
+)
+from stratagem.client.wire import http_url, ws_url
 from stratagem.server.protocol import SESSION_HEADER
-
-
-class Failed(Exception):
-    pass
-
-
-class Skipped(Exception):
-    pass
-
-
-@dataclass
-class CheckResult:
-    name: str
-    outcome: str  # PASS, FAIL or SKIP
-    detail: str
-
-
-def expect(condition: bool, message: str) -> None:
-    if not condition:
-        raise Failed(message)
 
 
 def _json(response: httpx.Response, status: int = 200) -> Any:
@@ -72,74 +53,6 @@ def _step_result_shape(payload: Any, where: str) -> None:
     expect(metadata is None or isinstance(metadata, dict), f"{where}: 'metadata' must be an object or null")
     leaked = {"reward", "done"} & set(payload["observation"])
     expect(not leaked, f"{where}: {sorted(leaked)} must be lifted out of 'observation'")
-
-
-def _numeric(value: Any) -> bool:
-    """A finite JSON number (not a boolean), as OpenEnv 0.10's ``runtime.reward_well_formed`` wants."""
-    return type(value) in (int, float) and math.isfinite(value)
-
-
-def _schema_bounds(schema: Any) -> tuple[float, float] | None:
-    """``minimum``/``maximum`` of the observation schema's ``reward`` (directly or in one ``anyOf`` branch)."""
-    reward = (schema or {}).get("properties", {}).get("reward") if isinstance(schema, dict) else None
-    for branch in [reward, *((reward or {}).get("anyOf") or [])]:
-        if isinstance(branch, dict) and _numeric(branch.get("minimum")) and _numeric(branch.get("maximum")):
-            return float(branch["minimum"]), float(branch["maximum"])
-    return None
-
-
-def manifest_reward_range(path: str | Path) -> tuple[float, float]:
-    """``validation.reward.range`` of an ``openenv.yaml`` (OpenEnv 0.10's default, [0, 1], when the block
-    has none), the range ``openenv validate PACKAGE`` grades rewards against."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path} is not valid YAML: {exc}") from None
-    validation = data.get("validation") if isinstance(data, dict) else None
-    if not isinstance(validation, dict):
-        raise ValueError(f"{path} has no 'validation:' block, so it declares no reward range")
-    reward = validation.get("reward")
-    bounds = reward.get("range", (0.0, 1.0)) if isinstance(reward, dict) else (0.0, 1.0)
-    if not (
-        isinstance(bounds, (list, tuple)) and len(bounds) == 2 and all(map(_numeric, bounds)) and bounds[0] < bounds[1]
-    ):
-        raise ValueError(f"{path}: validation.reward.range must be [low, high] with low < high, got {bounds!r}")
-    return float(bounds[0]), float(bounds[1])
-
-
-@dataclass
-class Episode:
-    """One WebSocket episode as OpenEnv 0.10's runtime collector records it."""
-
-    episode_id: str  # the id the reset asked for
-    reset: dict[str, Any]
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    states: list[dict[str, Any]] = field(default_factory=list)  # states[i]: after i steps
-
-
-# A known cause, named in the report: OpenEnv's own OpenSpiel server counts its opponent's plies.
-OPPONENT_PLIES = (
-    "the server counts more than this client's steps, e.g. an opponent's moves, as OpenEnv's OpenSpiel server does"
-)
-
-
-def mirrors(grader: str) -> Callable[[Callable[..., str]], Callable[..., str]]:
-    """Mark a check as OpenEnv 0.10's runtime grader ``grader``: its failures say that grader fails too, so
-    that a failing server (OpenEnv's own included) reads as a finding about the server, not as a crash here."""
-
-    def wrap(check: Callable[..., str]) -> Callable[..., str]:
-        @functools.wraps(check)
-        def checked(self: Any) -> str:
-            try:
-                return check(self)
-            except Failed as exc:
-                raise Failed(f"{exc} [OpenEnv 0.10's {grader} fails this server too]") from None
-
-        return checked
-
-    return wrap
 
 
 class Validator:
@@ -202,7 +115,7 @@ class Validator:
         reset = body.get("reset_observation")
         expect(reset is None or (isinstance(reset, dict) and reset), "'reset_observation' must be a JSON Schema")
         self.schemas = body
-        if self.reward_range is None and (bounds := _schema_bounds(body["observation"])):
+        if self.reward_range is None and (bounds := schema_bounds(body["observation"])):
             self.reward_range, self.range_source = bounds, "/schema"
         return "action, observation, state" + (", reset_observation" if reset else "") + " schemas"
 
@@ -299,6 +212,7 @@ class Validator:
         cut = " (stopped at the step limit)" if not data["done"] else ""
         return f"{steps} steps, done={data['done']}{cut}, closed with 1000"
 
+    # --- OpenEnv 0.10's runtime grades (stratagem.client.runtime_graders) ---------------
     def _played(self) -> Episode:
         if self.episode is None:
             raise Skipped("no WebSocket episode to grade (see 'WS episode')")
@@ -306,74 +220,14 @@ class Validator:
             raise Skipped("the episode ended at its reset: no step to grade")
         return self.episode
 
-    @mirrors("runtime.reward_well_formed")
     def check_rewards(self) -> str:
-        """OpenEnv 0.10's ``runtime.reward_well_formed``: reset reward null or a number, every step's a finite
-        number, within the declared range when one is known."""
-        episode = self._played()
-        low, high = self.reward_range or (-math.inf, math.inf)
-        reset = episode.reset.get("reward")
-        expect(reset is None or (_numeric(reset) and low <= reset <= high), f"reset reward {reset!r} out of range")
-        for index, data in enumerate(episode.steps, 1):
-            reward = data.get("reward")
-            expect(_numeric(reward), f"step {index}: reward {reward!r} is not a finite number")
-            expect(low <= reward <= high, f"step {index}: reward {reward} outside the range [{low:g}, {high:g}]")
-        rewards = [data["reward"] for data in episode.steps]
-        seen = f"{len(rewards)} step rewards numeric, {min(rewards):g}..{max(rewards):g}"
-        if self.reward_range is None:
-            return seen + " (no range declared: --reward-range or --manifest to check one)"
-        return seen + f", within [{low:g}, {high:g}] ({self.range_source})"
+        return grade_rewards(self._played(), self.reward_range, self.range_source)
 
-    @mirrors("runtime.observation_schema")
     def check_observation_schema(self) -> str:
-        """OpenEnv 0.10's ``runtime.observation_schema``: each observation, with reward and done, is valid
-        against ``/schema``'s ``observation`` (``reset_observation`` for the reset, when given)."""
-        episode = self._played()
-        try:
-            from jsonschema import Draft202012Validator
-        except ImportError:
-            raise Skipped("needs the jsonschema package (pip install jsonschema)") from None
-        if not self.schemas:
-            raise Skipped("no schema to check against (see 'GET /schema')")
-        step = Draft202012Validator(self.schemas["observation"])
-        reset_schema = self.schemas.get("reset_observation")
-        reset = Draft202012Validator(reset_schema) if reset_schema else step
-        for where, validator, data in [("reset", reset, episode.reset)] + [
-            (f"step {i}", step, data) for i, data in enumerate(episode.steps, 1)
-        ]:
-            instance = {**data["observation"], "reward": data.get("reward"), "done": data["done"]}
-            error = next(iter(validator.iter_errors(instance)), None)
-            if error is not None:
-                at = "/".join(str(p) for p in error.absolute_path) or "the observation"
-                raise Failed(f"{where}: {at}: {error.message}"[:300])
-        which = "reset_observation and observation" if reset is not step else "observation"
-        return f"{len(episode.steps) + 1} observations valid against /schema {which}"
+        return grade_observation_schema(self._played(), self.schemas)
 
-    @mirrors("runtime.state_contract")
     def check_state_contract(self) -> str:
-        """OpenEnv 0.10's ``runtime.state_contract``: after the reset and every step, ``state`` has the
-        ``episode_id`` the reset asked for and ``step_count`` = the steps since the reset."""
-        episode = self._played()
-        problems = []
-        ids = {state.get("episode_id") for state in episode.states}
-        if ids != {episode.episode_id}:
-            seen = ", ".join(sorted(repr(i)[:40] for i in ids))
-            problems.append(
-                f"episode_id is {seen}, not the {episode.episode_id!r} the reset asked for (the server ignores "
-                "a requested episode_id)"
-            )
-        for steps, state in enumerate(episode.states):
-            count = state.get("step_count")
-            if type(count) is not int:
-                problems.append(f"step_count {count!r} after {steps} step(s) is not an integer")
-                break
-            if count != steps:
-                cause = OPPONENT_PLIES if count > steps else "the server counts fewer than this client's steps"
-                problems.append(f"step_count is {count} after {steps} step(s) ({cause})")
-                break
-        if problems:
-            raise Failed("; ".join(problems))
-        return f"episode_id as requested, step_count 0..{len(episode.steps)} over {len(episode.states)} states"
+        return grade_state_contract(self._played())
 
     def mcp(self, method: str, **params: Any) -> dict[str, Any]:
         return _json(self.http.post("/mcp", json={"jsonrpc": "2.0", "method": method, "params": params, "id": 1}))
@@ -449,13 +303,3 @@ class Validator:
                 results.append(CheckResult(name, "FAIL", f"{type(exc).__name__}: {exc}"))
         self.http.close()
         return results
-
-
-def format_table(results: list[CheckResult]) -> str:
-    width = max(len(r.name) for r in results)
-    lines = [f"{'check':<{width}}  result  detail", f"{'-' * width}  ------  ------"]
-    lines += [f"{r.name:<{width}}  {r.outcome:<6}  {r.detail}" for r in results]
-    passed = sum(r.outcome == "PASS" for r in results)
-    failed = sum(r.outcome == "FAIL" for r in results)
-    lines.append(f"{passed} passed, {failed} failed, {len(results) - passed - failed} skipped")
-    return "\n".join(lines)

@@ -129,7 +129,7 @@ def _png(body: bytes) -> Response:
 
 def _error_handlers(app: FastAPI) -> None:
     """Each failure a request can meet, as a status and one sentence; nothing else reaches the client."""
-    from stratagem.sandbox.pool import PoolError
+    from stratagem.sandbox.failures import PoolError
 
     statuses: list[tuple[type[BaseException], int]] = [(NotFound, 404), (Busy, 409), (BadFrame, 422),
                                                        (PoolError, 503), (ValueError, 422)]  # fmt: skip

@@ -20,12 +20,12 @@ move may be hidden. Simultaneous-move games are played turn-based
 (``pyspiel.convert_to_turn_based``): each player's choice stays hidden from the others until all
 have chosen. Refused, with the reason: mean-field games and games whose randomness is internal to
 OpenSpiel (sampled stochastic: a seed of ours could not replay them), and an MCTS opponent in an
-imperfect-information game (it searches the true state, so it would see the agent's hidden cards).
+imperfect-information game (it searches the true state, so it would see the agent's hidden cards);
+``envs/openspiel_games.py`` decides which games and settings are servable.
 """
 
 from __future__ import annotations
 
-import difflib
 import random
 import uuid
 from typing import Any
@@ -34,12 +34,11 @@ import pyspiel
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stratagem.envs.core import Action, Environment, EpisodeNotActive, InvalidAction, Observation, State
+from stratagem.envs.openspiel_games import check_mcts_can_play, checked_settings, load_servable_game, tensor_source
 from stratagem.envs.rng import WARM_UP, Seed, episode_rng, new_seed, seed_number
 
-OPPONENTS = ("random", "mcts")
 CHANCE, OPPONENT = "openspiel/chance", "openspiel/opponent"  # two streams: opponents never shift the cards
 TERMINAL_PLAYER = int(pyspiel.PlayerId.TERMINAL)
-MAX_MCTS_SIMULATIONS = 100_000  # a bound on one opponent move's work: a server thread is not a batch job
 MCTS_UCT_C, MCTS_MEMORY_MB = 2.0, 128  # OpenSpiel's example defaults
 LISTED_ACTIONS = 30  # how many legal actions an error message spells out
 MAX_GYM_TEXT = 20_000  # a Gymnasium observation of a game with no tensor: its (escaped) string
@@ -131,79 +130,6 @@ def sample_chance(state: pyspiel.State, rng: random.Random) -> int:
     return outcomes[-1][0]  # rounding left the probabilities a hair short of 1
 
 
-def load_servable_game(name: str) -> tuple[pyspiel.Game, dict[str, Any]]:
-    """The game to play (simultaneous moves made turn-based) and its parameters; ValueError says why not."""
-    short = name.partition("(")[0].strip()
-    registered = pyspiel.registered_names()
-    if short not in registered:
-        close = difflib.get_close_matches(short, registered, n=5, cutoff=0.5)
-        hint = f"did you mean {', '.join(map(repr, close))}?" if close else "no registered name is close"
-        raise ValueError(f"unknown OpenSpiel game {name!r}: {hint} (pyspiel.registered_names() lists all "
-                         f"{len(registered)}; parameters go in brackets, e.g. 'goofspiel(num_cards=4)')")  # fmt: skip
-    try:
-        game = pyspiel.load_game(name)
-    except Exception as exc:  # SpielError mostly, but a C++ std::out_of_range arrives as IndexError
-        why = str(exc).strip() if isinstance(exc, pyspiel.SpielError) else f"{type(exc).__name__}: {exc}"
-        raise ValueError(f"OpenSpiel cannot load {name!r}: {why}{_default_params(short)}") from None
-    kind = game.get_type()
-    if kind.dynamics == pyspiel.GameType.Dynamics.MEAN_FIELD:
-        raise ValueError(f"{name!r} is a mean-field game (a population, not players taking turns); "
-                         "this environment plays games between players")  # fmt: skip
-    if kind.chance_mode == pyspiel.GameType.ChanceMode.SAMPLED_STOCHASTIC:
-        raise ValueError(f"{name!r} draws its randomness inside OpenSpiel (sampled stochastic), so reset(seed=...) "
-                         "could not replay it; choose a game with explicit chance nodes or none")  # fmt: skip
-    params = game.get_parameters()
-    if kind.dynamics == pyspiel.GameType.Dynamics.SIMULTANEOUS:
-        game = pyspiel.convert_to_turn_based(game)
-    return game, params
-
-
-def _checked_settings(game: Any, opponent: Any, mcts_simulations: Any, win_return: Any) -> str:
-    """The game's name, once every setting that needs no game loaded is known to be sound."""
-    if not isinstance(game, str) or not game.strip():
-        raise ValueError(f"game must be an OpenSpiel game name such as 'tic_tac_toe', got {game!r}")
-    if opponent not in OPPONENTS:
-        raise ValueError(f"opponent must be one of {list(OPPONENTS)}, got {opponent!r}")
-    if type(mcts_simulations) is not int or not 1 <= mcts_simulations <= MAX_MCTS_SIMULATIONS:
-        raise ValueError(f"mcts_simulations must be an integer in 1..{MAX_MCTS_SIMULATIONS}, got {mcts_simulations!r}")
-    if win_return is not None and (isinstance(win_return, bool) or not isinstance(win_return, (int, float))):
-        raise ValueError(f"win_return must be a number or null, got {win_return!r}")
-    return game.strip()
-
-
-def _check_mcts_can_play(game: pyspiel.Game, name: str) -> None:
-    kind = game.get_type()
-    if kind.information != pyspiel.GameType.Information.PERFECT_INFORMATION:
-        raise ValueError(f"opponent='mcts' needs a perfect-information game: MCTS searches the true state, so in "
-                         f"{name!r} it would see what the agent hides; use opponent='random'")  # fmt: skip
-    if kind.reward_model != pyspiel.GameType.RewardModel.TERMINAL:
-        raise ValueError(f"opponent='mcts' needs a game scored only at the end, and {name!r} pays rewards along "
-                         "the way; use opponent='random'")  # fmt: skip
-
-
-def _tensor_source(game: pyspiel.Game) -> tuple[str | None, list[int]]:
-    """Which state method gives the agent's tensor, and its shape; (None, []) for games with neither.
-
-    A game's type may claim a tensor its implementation lacks, so the shape is asked for, not trusted.
-    """
-    kind = game.get_type()
-    for method, provided in (("observation_tensor", kind.provides_observation_tensor),
-                             ("information_state_tensor", kind.provides_information_state_tensor)):  # fmt: skip
-        if provided:
-            try:
-                return method, list(getattr(game, f"{method}_shape")())
-            except pyspiel.SpielError:
-                continue
-    return None, []
-
-
-def _default_params(short: str) -> str:
-    try:
-        return f"; {short}'s parameters and their defaults: {pyspiel.load_game(short).get_parameters()}"
-    except Exception:  # the game needs parameters even to load
-        return ""
-
-
 class OpenSpielEnv(Environment):
     """One seat of an OpenSpiel game; every other seat is played by the ``opponent`` bot."""
 
@@ -213,18 +139,18 @@ class OpenSpielEnv(Environment):
 
     def __init__(self, game: str = "tic_tac_toe", opponent: str = "random", mcts_simulations: int = 1000,
                  player: int = 0, win_return: float | None = None) -> None:  # fmt: skip
-        self.name = _checked_settings(game, opponent, mcts_simulations, win_return)
+        self.name = checked_settings(game, opponent, mcts_simulations, win_return)
         self.game, self.params = load_servable_game(self.name)
         players = self.game.num_players()
         if type(player) is not int or not 0 <= player < players:
             raise ValueError(f"player must be a seat of {self.name!r}: an integer in 0..{players - 1}, got {player!r}")
         if opponent == "mcts" and players > 1:
-            _check_mcts_can_play(self.game, self.name)
+            check_mcts_can_play(self.game, self.name)
         self.opponent, self.mcts_simulations, self.player = opponent, mcts_simulations, player
         self.slow_steps = opponent == "mcts" and players > 1  # the opponent thinks inside step: time calls alone
         self.win_return = None if win_return is None else float(win_return)
         self._use_observation = self.game.get_type().provides_observation_string
-        self._tensor, self._shape = _tensor_source(self.game)
+        self._tensor, self._shape = tensor_source(self.game)
         self._chance_rng, self._opponent_rng = episode_rng(WARM_UP, CHANCE), episode_rng(WARM_UP, OPPONENT)
         self._bot: Any = None
         self._perfect_information = self.game.get_type().information == pyspiel.GameType.Information.PERFECT_INFORMATION

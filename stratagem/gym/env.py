@@ -43,7 +43,8 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
-from stratagem.client.http import EnvClient, LocalEnvClient, http_url
+from stratagem.client.http import EnvClient, LocalEnvClient
+from stratagem.client.wire import http_url
 from stratagem.envs.core import Environment, InvalidAction, Observation, StepResult
 from stratagem.envs.spec import MANIFEST_DIR, EnvSpec, registry, resolve
 from stratagem.gym.spaces import action_codec, observation_codec

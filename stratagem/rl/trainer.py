@@ -16,13 +16,9 @@ its own groups of the step (``distributed.py``); rank 0 alone writes the run dir
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
-import signal
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from stratagem.agents.interrupts import raise_if_dropped, raises_where_it_lands, sticky_interrupts
+from stratagem.agents.interrupts import deferred_interrupt, raise_if_dropped, sticky_interrupts
 from stratagem.agents.policy import (
     add_lora,
     context_length,
@@ -52,6 +48,7 @@ from stratagem.rl.distributed import Distributed, group_uniforms
 from stratagem.rl.learner import Learner
 from stratagem.rl.losses import group_advantages
 from stratagem.rl.rundir import RunDir
+from stratagem.rl.step_metrics import live_line, step_metrics
 
 
 @dataclass
@@ -151,7 +148,7 @@ class Trainer:
                 bar.set_postfix_str(f"reward {metrics['reward']:+.3f} score {metrics['score']:.0f}")
                 if self.dist.is_main and (self.step_done % config.logging_steps == 0
                                           or self.step_done == config.max_steps):  # fmt: skip
-                    tqdm.write(self.live_line(metrics))
+                    tqdm.write(live_line(metrics))
                 if self.step_done % config.save_steps == 0 or self.step_done == config.max_steps:
                     self.checkpoint()
                     if self.dist.is_main:
@@ -212,7 +209,7 @@ class Trainer:
         t_update = time.perf_counter() - timer
 
         self.step_done = step
-        metrics = self._metrics(step, completions, results, scored, rewards, train_metrics)
+        metrics = step_metrics(step, completions, results, scored, rewards, train_metrics, config.num_generations)
         metrics.update({"time/sample_s": t_sample, "time/reward_s": t_reward, "time/update_s": t_update})
         if not self.dist.is_main:
             return metrics
@@ -226,46 +223,6 @@ class Trainer:
         return metrics
 
     # -- bookkeeping --------------------------------------------------------------------------
-
-    def _metrics(self, step: int, completions: Any, results: list[ProgramResult], scored: list[Any],
-                 rewards: torch.Tensor, train: dict[str, float]) -> dict[str, Any]:  # fmt: skip
-        """One step's figures. ``win_rate``, ``draw_rate`` and ``loss_rate``: the fraction of a program's episodes
-        won, drawn (where the environment says so) and lost (played to the end, neither), averaged over the
-        programs; what they leave of 1 is episodes ended by an error and programs that never ran.
-        ``frac_programs_built``: programs that passed the static checks and built (their top level ran without
-        an error reported; they may still fail every episode); ``frac_played_clean``: programs that played
-        every episode to its end without an error."""
-        lengths = completions.completion_mask.sum(-1).float()
-        groups = rewards.view(-1, self.config.num_generations)
-        n = len(results)
-        metrics: dict[str, Any] = {
-            "step": step,
-            "reward": rewards.mean().item(),
-            "reward_std": rewards.std().item() if rewards.numel() > 1 else 0.0,
-            "reward_max": rewards.max().item(),
-            "frac_reward_zero_std": (groups.std(-1) < 1e-6).float().mean().item(),
-            "win_rate": sum(r.win_rate for r in results) / n,
-            "draw_rate": sum(r.draws / len(r.episodes) for r in results if r.episodes) / n,
-            "loss_rate": sum(r.losses / len(r.episodes) for r in results if r.episodes) / n,
-            "score": sum(r.mean_score for r in results) / n,
-            "frac_programs_built": sum(r.error is None for r in results) / n,
-            "frac_played_clean": sum(r.played_clean for r in results) / n,
-            "completion_length": lengths.mean().item(),
-            "truncated": sum(completions.truncated) / len(completions.truncated),
-        }
-        for name in scored[0].parts:
-            metrics[f"rewards/{name}"] = sum(s.parts[name] for s in scored) / len(scored)
-        metrics.update(train)
-        return metrics
-
-    @staticmethod
-    def live_line(m: dict[str, Any]) -> str:
-        """One line per logged step: ``w/d/l`` the episodes' win, draw and loss rates; ``built`` and ``clean`` the
-        fractions of programs that built and that played every episode without an error (``_metrics``)."""
-        return (f"step {m['step']:>4}  reward {m['reward']:+.3f} ± {m['reward_std']:.3f}  "
-                f"w/d/l {m['win_rate']:.2f}/{m['draw_rate']:.2f}/{m['loss_rate']:.2f}  score {m['score']:7.1f}  "
-                f"built {m['frac_programs_built']:.2f}  clean {m['frac_played_clean']:.2f}  kl {m.get('kl', 0.0):.4f}  "
-                f"loss {m['loss']:+.4f}  len {m['completion_length']:.0f}")  # fmt: skip
 
     def _keep_best(self, step: int, results: list[ProgramResult], scored: list[Any]) -> None:
         """A step's top program becomes the candidate if its batch reward beats the best's. The top of 64 programs
@@ -368,31 +325,6 @@ class Trainer:
         self.runner.close()
         self.run.close()
         self.dist.close()
-
-
-@contextlib.contextmanager
-def deferred_interrupt() -> Iterator[None]:
-    """Hold Ctrl-C until the block ends, so state changed together (weights, optimizer, logs) stays whole.
-    A second Ctrl-C does not wait."""
-    if threading.current_thread() is not threading.main_thread() or not raises_where_it_lands(
-        signal.getsignal(signal.SIGINT)
-    ):
-        yield  # not ours to manage (a worker thread, SIGINT ignored or handled by someone else)
-        return
-    pending: list[int] = []
-
-    def hold(signum: int, frame: Any) -> None:
-        if pending:
-            raise KeyboardInterrupt
-        pending.append(signum)
-
-    previous = signal.signal(signal.SIGINT, hold)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if pending:
-        raise KeyboardInterrupt
 
 
 def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None,

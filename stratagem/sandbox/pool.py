@@ -29,21 +29,24 @@ import os
 import select
 import signal
 import socket
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-import stratagem
 from stratagem.sandbox.channel import FrameReader
-from stratagem.sandbox.confine import LAYERS, Policy
+from stratagem.sandbox.confine import Policy
+from stratagem.sandbox.failures import (
+    PoolError,
+    SandboxUnavailable,
+    WorkersKilled,
+    describe_signal,
+    unavailable_message,
+)
 from stratagem.sandbox.libc import process_cpu_clock
+from stratagem.sandbox.zygote_control import CONTROL_BYTES, Zygote
 
-CONTROL_BYTES = 1 << 16
 START_TIMEOUT_S = 120.0
 FORK_TIMEOUT_S = 30.0
 MAX_RESTARTS = 5  # zygotes started in a row without a worker of theirs finishing: past this, the pool gives up
@@ -51,42 +54,6 @@ LOST = "lost"  # exit_code's answer for a worker that died with its zygote
 # Deaths a program's own code can cause: the sandbox's verdicts (SIGSYS: seccomp; SIGXCPU: the CPU budget) and crashes.
 PROGRAM_SIGNALS = frozenset({signal.SIGSYS, signal.SIGXCPU, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE,
                              signal.SIGILL, signal.SIGABRT, signal.SIGTRAP})  # fmt: skip
-SIGNAL_SOURCES = {
-    signal.SIGKILL: "the OOM killer or a `kill -9`",
-    signal.SIGINT: "Ctrl-C or `kill -INT`",
-    signal.SIGTERM: "a `kill` or a service manager stopping it",
-    signal.SIGHUP: "a closed terminal or a `kill -HUP`",
-}
-PASSED_ENVIRONMENT = ("PATH", "LD_LIBRARY_PATH", "PYTHONHOME", "PYTHONPATH", "STRATAGEM_SANDBOX_DISABLE")
-
-
-class PoolError(RuntimeError):
-    """The sandbox could not start, or its zygote failed for good; the message says why."""
-
-
-class SandboxUnavailable(PoolError):
-    """This kernel lacks a layer of the sandbox, and weaker confinement was not allowed."""
-
-
-class WorkersKilled(PoolError):
-    """The sandbox's processes keep being killed from outside; the run stops rather than blame a program."""
-
-
-def describe_signal(signum: int) -> str:
-    """``signal 9, SIGKILL: the OOM killer or a `kill -9``` (the likely senders, where there are usual ones)."""
-    try:
-        name = signal.Signals(signum).name
-    except ValueError:
-        name = f"SIGRT{signum}" if signal.SIGRTMIN <= signum <= signal.SIGRTMAX else "unknown"
-    source = SIGNAL_SOURCES.get(signum)
-    return f"signal {signum}, {name}" + (f": {source}" if source else "")
-
-
-def describe_exit(code: int | None) -> str:
-    """A process's end as ``subprocess`` reports it (negative: the signal that killed it)."""
-    if code is None:
-        return "still running"
-    return f"killed by {describe_signal(-code)}" if code < 0 else f"exit status {code}"
 
 
 @dataclass(frozen=True)
@@ -96,25 +63,6 @@ class Death:
     code: int | str | None  # exit_code's answer: the exit code (negative: the signal), LOST, or None (no report)
     cpu_s: float | None = None  # the CPU it used in all, user and system (None: not reported)
     outside: str | None = None  # what killed it, where neither the pool nor the program's limits explain it
-
-
-def child_environment() -> dict[str, str]:
-    """Only what Python needs to start, and the directory that holds this package: no token or key of
-    the caller's reaches untrusted code. One thread per numeric library: the zygote must stay single-threaded."""
-    env = {key: os.environ[key] for key in PASSED_ENVIRONMENT if key in os.environ}
-    root = str(Path(stratagem.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    env.update(PYTHONDONTWRITEBYTECODE="1", PYTHONIOENCODING="utf-8", LC_ALL="C.UTF-8", OMP_NUM_THREADS="1",
-               OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")  # fmt: skip
-    return env
-
-
-def unavailable_message(missing: dict[str, str]) -> str:
-    kept = [layer for layer in LAYERS if layer not in missing]
-    lines = [f"  {layer}: {why}" for layer, why in missing.items()]
-    return ("the sandbox cannot run untrusted code safely on this machine; missing:\n" + "\n".join(lines) +
-            f"\npass --allow-weaker-sandbox (Python: allow_weaker=True) to run with the layers that work here "
-            f"({', '.join(kept) or 'none'}); `stratagem doctor` shows them all")  # fmt: skip
 
 
 @dataclass
@@ -168,92 +116,6 @@ class Worker:
                 pass  # it has exited already
 
 
-class _Zygote:
-    """One zygote process tree and its control channel."""
-
-    def __init__(self, init: bytes, generation: int) -> None:
-        self.generation = generation
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.control = ours
-        self.process: subprocess.Popen[bytes] | None = None
-        try:
-            # Started with SIGINT blocked (a child inherits the mask): it ignores SIGINT before unblocking it,
-            # so a Ctrl-C that comes while the interpreter starts is dropped, not a traceback (zygote.py).
-            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-            try:
-                self.process = subprocess.Popen(
-                    [sys.executable, "-m", "stratagem.sandbox.zygote", str(theirs.fileno())],
-                    pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=child_environment(),
-                )  # fmt: skip
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-            self.alive = True
-            self.control.sendall(init)
-        except BaseException as exc:  # an error, or an interrupt: no zygote of ours outlives this
-            if self.process is not None:
-                self.process.kill()
-                self.process.wait()
-            ours.close()
-            if isinstance(exc, OSError):
-                raise PoolError(f"cannot start the sandbox's zygote: {exc}") from None
-            raise
-        finally:
-            theirs.close()
-
-    def receive(self, timeout_s: float) -> tuple[dict[str, Any], list[int]] | None:
-        """The next control message and its descriptors; None when none came in time. Marks a dead zygote."""
-        if not self.alive:
-            return None
-        ready, _, _ = select.select([self.control], [], [], max(0.0, timeout_s))
-        if not ready:
-            return None
-        try:
-            data, fds, _, _ = socket.recv_fds(self.control, CONTROL_BYTES, 1)
-        except OSError:
-            data, fds = b"", []
-        if not data:
-            self.alive = False
-            return None
-        try:
-            message = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            message = {"t": "garbled"}
-        return (message if isinstance(message, dict) else {"t": "garbled"}), fds
-
-    def send(self, message: dict[str, Any], fds: list[int] | None = None) -> bool:
-        try:
-            socket.send_fds(self.control, [orjson.dumps(message)], fds or [])
-            return True
-        except OSError:
-            self.alive = False
-            return False
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """End the tree and reap it: the zygote sees EOF, kills its workers and exits (the kernel reaps the
-        workers as their namespace ends). Killed after ``timeout_s``, or at once when the caller is
-        interrupted while it waits, so no process of it is left behind either way."""
-        self.alive = False
-        self.control.close()
-        assert self.process is not None
-        try:
-            self.process.wait(timeout=timeout_s)
-        except BaseException as exc:
-            self.process.kill()  # its own zygote child gets SIGKILL with it (PR_SET_PDEATHSIG)
-            self.process.wait()
-            if not isinstance(exc, subprocess.TimeoutExpired):
-                raise
-
-    def ended(self) -> str:
-        """How the zygote ended, once it has (``killed by signal 9, SIGKILL: ...``); it is given a second.
-        The outer process exits with 128 + N when the zygote proper died by signal N (``zygote.py``)."""
-        assert self.process is not None
-        try:
-            code = self.process.wait(timeout=1.0)
-        except subprocess.TimeoutExpired:
-            return "it stopped answering"
-        return describe_exit(128 - code if code > 128 else code)
-
-
 class WorkerPool:
     """Forks confined workers running ``payload`` (a module with ``prepare(setup)`` and ``serve(fd, state, box)``).
 
@@ -270,7 +132,7 @@ class WorkerPool:
             raise PoolError(f"the sandbox's set-up message is {len(self._init)} bytes, over {CONTROL_BYTES}")
         self.applied: dict[str, str] = {}
         self.missing: dict[str, str] = {}
-        self._zygote: _Zygote | None = None
+        self._zygote: Zygote | None = None
         self._generation = 0
         self._failed_starts = 0
         self._spares: list[Worker] = []
@@ -278,7 +140,7 @@ class WorkerPool:
         self._exits: dict[int, int] = {}
         self._released: set[int] = set()
         self._next_id = 0
-        self._starting: _Zygote | None = None
+        self._starting: Zygote | None = None
         self.zygote_deaths: list[str] = []  # how each zygote that died under the pool ended
         try:
             self._start(wait)
@@ -289,7 +151,7 @@ class WorkerPool:
     # --- the zygote's life ----------------------------------------------------------------------
     def _start(self, wait: bool = True) -> None:
         self._generation += 1
-        self._starting = _Zygote(self._init, self._generation)
+        self._starting = Zygote(self._init, self._generation)
         if wait:
             self.wait_ready()
 

@@ -30,7 +30,8 @@ import orjson
 from stratagem.sandbox.audit import MAX_VALUE_BYTES
 from stratagem.sandbox.channel import ChannelClosed, FrameTooLarge
 from stratagem.sandbox.confine import LAYERS, Policy
-from stratagem.sandbox.pool import LOST, PoolError, Worker, WorkerPool
+from stratagem.sandbox.failures import PoolError
+from stratagem.sandbox.pool import LOST, Worker, WorkerPool
 
 TIMEOUT_EXIT = 124  # GNU timeout's exit status for "killed for running too long"
 START_TIMEOUT_S = 60.0

@@ -1,7 +1,7 @@
 """The zygote: one clean interpreter that sets the sandbox up once and forks a confined worker per request.
 
-Started by ``pool.py`` as ``python -m stratagem.sandbox.zygote FD`` with a scrubbed environment.
-Two processes, because a new pid namespace applies to children only:
+Started by ``zygote_control.py`` (for ``pool.py``) as ``python -m stratagem.sandbox.zygote FD`` with a scrubbed
+environment. Two processes, because a new pid namespace applies to children only:
 
 - the *outer* process reads the init message, imports the payload (``stratagem.agents.worker``
   for strategy programs, ``stratagem.sandbox.repl_child`` for code cells) and lets it prepare
