@@ -117,19 +117,18 @@ def _row(text: str, result: Any, score: Any) -> dict[str, Any]:
 
 
 def _metrics(step: int, rows: list[dict[str, Any]], results: list[Any]) -> dict[str, Any]:
-    """The trainer's per-step figures (``Trainer._metrics`` itself) that do not need the learner: a completion's
+    """The trainer's per-step figures (``step_metrics`` itself) that do not need the learner: a completion's
     length is its word count, groups are of 4."""
     import torch
 
-    from stratagem.rl.trainer import Trainer
+    from stratagem.rl.step_metrics import step_metrics
 
     lengths = torch.tensor([len(row["text"].split()) for row in rows])
     completions = SimpleNamespace(completion_mask=(torch.arange(int(lengths.max())) < lengths[:, None]).long(),
                                   truncated=[False] * len(rows))  # fmt: skip
     scored = [SimpleNamespace(total=row["reward"], parts=row["parts"]) for row in rows]
     rewards = torch.tensor([row["reward"] for row in rows], dtype=torch.float32)
-    owner = SimpleNamespace(config=SimpleNamespace(num_generations=4))
-    return Trainer._metrics(owner, step, completions, results, scored, rewards, {})
+    return step_metrics(step, completions, results, scored, rewards, {}, num_generations=4)
 
 
 def snapshot(path: Path) -> dict[str, tuple[int, int]]:
