@@ -18,7 +18,7 @@ reward is a cheap stand-in, the same function for both (the fraction of distinct
   "stratagem"``), gradient checkpointing on;
 - ``ours-chunked``: ``ours`` sampling ``--sampling-batch`` completions at a time (``sampling_batch_size``: the
   KV cache, most of sampling's memory, is that much smaller);
-- ``ours-offload``: ``ours`` with ``activation_offload`` (the activations saved for backward wait in pinned host
+- ``ours-offload``: ``ours`` with ``activation_offload`` (the activations saved for backward wait in host
   memory);
 - ``ours-sdpa``: ``ours`` with transformers' sdpa attention.
 

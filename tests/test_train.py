@@ -16,8 +16,10 @@ import pytest
 import torch
 import yaml
 
+import stratagem.rl.learner as learner_module
 from stratagem.cli import main
 from stratagem.rl.config import load_config
+from stratagem.rl.offload import ActivationOffload
 from stratagem.rl.trainer import Trainer
 from stratagem.viz.recording import read_recording
 from tests.conftest import alive_in_session
@@ -162,14 +164,15 @@ def test_micro_batches_through_the_trainer_give_the_one_batch_gradient(tiny_poli
     """And with ``activation_offload`` (activations saved for backward kept in host memory) the same, exactly."""
     offloaded: list[int] = []
 
-    class Spy(torch.autograd.graph.save_on_cpu):  # counts the micro-batches whose activations went to the host
+    class Spy(ActivationOffload):  # counts the micro-batches whose activations went to the host
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             offloaded.append(1)
 
-    monkeypatch.setattr(torch.autograd.graph, "save_on_cpu", Spy)
+    monkeypatch.setattr(learner_module, "ActivationOffload", Spy)
     config = load_config(None, {**SMALL, "model": str(tiny_policy), "per_device_train_batch_size": 8,
-                          "gradient_accumulation_steps": 1, "beta": 0.0, "num_iterations": 1})  # fmt: skip
+                          "gradient_accumulation_steps": 1, "beta": 0.0, "num_iterations": 1,
+                          "activation_offload": True})  # fmt: skip
     trainer = Trainer(config, tmp_path / "run")
     try:
         trainer.model.eval()
@@ -193,6 +196,7 @@ def test_micro_batches_through_the_trainer_give_the_one_batch_gradient(tiny_poli
             for a, b in zip(grads[0], other, strict=True):
                 assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
         assert any(g.abs().max() > 0 for g in grads[0])
+        assert len(offloaded) == 1 + 2 + 4  # every micro-batch's forward ran under the offload
     finally:
         trainer.close()
 

@@ -106,7 +106,7 @@ class GRPOConfig(BaseModel):
     activation_offload: bool = Field(
         False,
         description="keep the activations saved for backward in host memory "
-        "(pinned on CUDA) until backward needs them: less GPU memory, more transfers",
+        "until backward needs them: less GPU memory, more transfers",
     )
     logprob_chunk_size: int = Field(1024, ge=1, description="rows per chunk of the log-prob computation")
 

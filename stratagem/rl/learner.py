@@ -26,6 +26,7 @@ from stratagem.rl.config import GRPOConfig
 from stratagem.rl.distributed import Distributed
 from stratagem.rl.logprobs import model_token_logprobs
 from stratagem.rl.losses import BatchTotals, policy_loss
+from stratagem.rl.offload import ActivationOffload
 
 
 @dataclass
@@ -104,11 +105,9 @@ class Learner:
 
     def saved_activations(self) -> contextlib.AbstractContextManager[Any]:
         """Where the forward's saved activations wait for backward: in host memory with ``activation_offload``
-        (Unsloth's trick: with checkpointing these are the layers' inputs, O(layers x tokens x hidden)), else
+        (``offload.py``: with checkpointing these are the layers' inputs, O(layers x tokens x hidden)), else
         where they were made."""
-        if not self.config.activation_offload:
-            return contextlib.nullcontext()
-        return torch.autograd.graph.save_on_cpu(pin_memory=self.device == "cuda")
+        return ActivationOffload() if self.config.activation_offload else contextlib.nullcontext()
 
     def accumulate(self, batch: TrainBatch, old: torch.Tensor | None, ref: torch.Tensor | None) -> dict[str, float]:
         """Backward through every micro-batch; each loss is normalised by the whole batch's counts, so the
