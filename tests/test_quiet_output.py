@@ -76,3 +76,20 @@ def test_loading_restores_transformers_progress_bars_as_they_were(tiny_dir):
     finally:
         if before[0]:
             hf_logging.enable_progress_bar()
+
+
+def test_drawing_prints_no_pkg_resources_warning_of_pygames(tmp_path):
+    """pygame 2.6 imports ``pkg_resources`` for its default font, and setuptools 80 warns at that import (a
+    UserWarning; setuptools here is newer and has no ``pkg_resources``, so one that warns as 80's does stands in)."""
+    (tmp_path / "pkg_resources.py").write_text(
+        "import warnings\n"
+        "warnings.warn('pkg_resources is deprecated as an API. See https://setuptools.pypa.io', UserWarning)\n"
+        "def resource_exists(*a): return False\n"
+        "def resource_stream(*a): raise OSError\n"
+    )  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    draw = "from stratagem.viz._pygame import pygame, start; start(headless=True); pygame.font.Font(None, 12)"
+    done = subprocess.run([sys.executable, "-W", "always", "-c", draw], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "pkg_resources" not in done.stderr, done.stderr

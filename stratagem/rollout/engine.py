@@ -139,6 +139,9 @@ def _decode_static(base: Any, ids: Tensor, mask: Tensor, params: SamplingParams,
                     # Inductor's advice to turn on TF32: the float32 products in a half-precision decode are the
                     # rotary angles, float32 in transformers on purpose; TF32 would round them to 10 bits.
                     warnings.filterwarnings("ignore", message="TensorFloat32 tensor cores", category=UserWarning)
+                    # And its note that a softmax it split across blocks is not computed online: a speed remark
+                    # meant for PyTorch's developers (it says to file an issue with them), nothing a user can act on.
+                    warnings.filterwarnings("ignore", message=r"\s*Online softmax is disabled", category=UserWarning)
                     step()  # the compile happens here, before anything depends on it
             except Exception as exc:  # inductor or dynamo cannot compile this model here
                 reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
