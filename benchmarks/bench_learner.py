@@ -25,8 +25,9 @@ reward is a cheap stand-in, the same function for both (the fraction of distinct
 First table: seconds per optimizer step split into sample / reward / update (the mean of ``--steps`` steps
 after one warm-up step), and the peak GPU memory over the steps. TRL's split: its ``generate`` calls and its
 reward function timed from outside, the update the rest of the step. Second table: the longest completion that
-fits (``--lengths``, one update of ``--length-batch`` completions each; generation replaced by random tokens of
-that length, for both: this measures the learner, and sampling 32k tokens would take the whole budget).
+fits (``--lengths``, one update of ``--length-batch`` completions each), its peak and how long its update took;
+generation replaced by random tokens of that length, for both: this measures the learner, and sampling 32k
+tokens would take the whole budget.
 
 ``--device cpu`` (implied ``--quick``): a tiny Qwen3 shape, 4 completions of 8 tokens, lengths 16 and 32; the
 test suite runs it so the code path stays alive where there is no GPU.
@@ -35,14 +36,10 @@ test suite runs it so the code path stays alive where there is no GPU.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,23 +47,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_rollout import build  # the same shapes and tokenizer
+from learner_measure import (
+    StepTimes,
+    nan_low,
+    peak_gib,
+    peak_memory,
+    phase_peak,
+    prompts,
+    recording,
+    release,
+    snapshot_path,
+    stand_in_reward,
+    sync,
+)
+from learner_trl import fits_trl, run_trl, trl_missing
 
 VARIANTS = ("trl", "ours", "ours-chunked", "ours-offload", "ours-sdpa")
-
-
-@dataclass
-class StepTimes:
-    sample: list[float] = field(default_factory=list)
-    reward: list[float] = field(default_factory=list)
-    update: list[float] = field(default_factory=list)
-    peak_gib: float = float("nan")
-    sample_peak_gib: float = float("nan")  # ours: the peak while sampling, and while updating (which phase to cut)
-    update_peak_gib: float = float("nan")
-
-
-def stand_in_reward(completions: list[str], **kwargs: Any) -> list[float]:
-    """The same cheap reward for both trainers: the fraction of distinct words (TRL's reward signature)."""
-    return [len(set(text.split())) / max(len(text.split()), 1) for text in completions]
 
 
 def save_model(shape: str, quick: bool, device: str, where: Path) -> Path:
@@ -78,43 +74,6 @@ def save_model(shape: str, quick: bool, device: str, where: Path) -> Path:
         model.save_pretrained(where)
     tokenizer.save_pretrained(where)
     return where
-
-
-def prompts(count: int, length: int, vocab: int) -> list[str]:
-    g = torch.Generator().manual_seed(1)
-    return [" ".join(f"t{int(i)}" for i in torch.randint(2, vocab, (length,), generator=g)) for _ in range(count)]
-
-
-@contextlib.contextmanager
-def peak_memory(device: str, into: StepTimes, snapshot: Path | None = None) -> Iterator[None]:
-    """The peak over the block; with ``snapshot`` (CUDA), also PyTorch's allocator history for
-    ``torch.cuda.memory._snapshot`` readers (https://pytorch.org/memory_viz): who holds the peak's bytes."""
-    release(device)
-    try:
-        with recording(device, snapshot):
-            yield
-    finally:
-        into.peak_gib = max(peak_gib(device), into.sample_peak_gib, into.update_peak_gib, key=nan_low)
-
-
-@contextlib.contextmanager
-def recording(device: str, snapshot: Path | None) -> Iterator[None]:
-    """With ``snapshot`` (CUDA): the allocator's history over the block saved there; ``memory_peak.py`` reads it."""
-    if snapshot is None or device != "cuda":
-        yield
-        return
-    torch.cuda.memory._record_memory_history(max_entries=2_000_000, stacks="python")
-    try:
-        yield
-    finally:
-        snapshot.parent.mkdir(parents=True, exist_ok=True)
-        torch.cuda.memory._dump_snapshot(str(snapshot))
-        torch.cuda.memory._record_memory_history(enabled=None)
-
-
-def snapshot_path(args: argparse.Namespace, variant: str, length: int | None = None) -> Path | None:
-    name = f"{args.shape}-{variant}" + (f"-{length}" if length else "")
-    return Path(args.memory_snapshots) / f"{name}.pickle" if args.memory_snapshots else None
 
 
 def our_config(args: argparse.Namespace, completion: int, generations: int, variant: str) -> Any:
@@ -154,21 +113,20 @@ def run_ours(args: argparse.Namespace, variant: str) -> StepTimes:
     params = SamplingParams(max_new_tokens=args.completion, stop_at_program_end=False)
     generator = torch.Generator(device=args.device).manual_seed(0)
     times = StepTimes()
-    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     with peak_memory(args.device, times, snapshot_path(args, variant)):
         for step in range(args.steps + 1):
             started = time.perf_counter()
             model.eval()
             completions = sample(model, tokenizer, ids, mask, params, generator,
                                  max_batch=learner.config.sampling_batch_size)  # fmt: skip
-            sync()
+            sync(args.device)
             times.sample_peak_gib = max(times.sample_peak_gib, phase_peak(args.device), key=nan_low)
             sampled = time.perf_counter()
             rewards = torch.tensor(stand_in_reward(completions.texts))
             advantages = group_advantages(rewards, args.group)
             rewarded = time.perf_counter()
             learner.update(completions, advantages)
-            sync()
+            sync(args.device)
             times.update_peak_gib = max(times.update_peak_gib, phase_peak(args.device), key=nan_low)
             if step:  # the first step warms up (compiles, tunes kernels)
                 times.sample.append(sampled - started)
@@ -177,98 +135,9 @@ def run_ours(args: argparse.Namespace, variant: str) -> StepTimes:
     return times
 
 
-@contextlib.contextmanager
-def timed(owner: Any, name: str, into: list[float]) -> Iterator[None]:
-    """Every call of ``owner.name`` timed into ``into`` (TRL's generate and reward, seen from outside)."""
-    original = getattr(owner, name)
-
-    def wrapper(*a: Any, **kw: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return original(*a, **kw)
-        finally:
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            into.append(time.perf_counter() - started)
-
-    setattr(owner, name, wrapper)
-    try:
-        yield
-    finally:
-        setattr(owner, name, original)
-
-
-def trl_trainer(args: argparse.Namespace, completion: int, generations: int, steps: int,
-                reward: Callable[..., list[float]]) -> Any:  # fmt: skip
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers.trainer_callback import PrinterCallback
-    from trl import GRPOConfig, GRPOTrainer
-
-    from stratagem.agents.policy import no_transformers_bars
-
-    config = GRPOConfig(output_dir=str(args.model_dir / "trl"), max_steps=steps, learning_rate=1e-5,
-                        per_device_train_batch_size=min(8, generations),
-                        gradient_accumulation_steps=max(1, generations // 8),
-                        num_generations=min(args.group, generations), max_completion_length=completion,
-                        loss_type="dapo", beta=0.0, temperature=1.0, logging_steps=1, report_to="none",
-                        save_strategy="no", bf16=args.device == "cuda", use_cpu=args.device == "cpu",
-                        gradient_checkpointing=True, seed=0, disable_tqdm=True)  # fmt: skip
-    attention = "eager" if args.shape == "gpt-oss" else "sdpa"
-    config.model_init_kwargs = {"dtype": torch.bfloat16 if args.device == "cuda" else torch.float32,
-                                "attn_implementation": attention}  # fmt: skip
-    texts = prompts(max(generations // args.group, 1) * steps * 2, args.prompt, args.vocab)
-    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
-    with no_transformers_bars():
-        trainer = GRPOTrainer(model=str(args.model_dir), reward_funcs=reward, args=config,
-                              train_dataset=Dataset.from_dict({"prompt": texts}), peft_config=lora)  # fmt: skip
-    trainer.remove_callback(PrinterCallback)  # its per-step dicts; the table says what is measured
-    return trainer
-
-
-def run_trl(args: argparse.Namespace) -> StepTimes:
-    from transformers import GenerationMixin, TrainerCallback
-
-    times, generate, rewards, steps = StepTimes(), [], [], []
-
-    class Clock(TrainerCallback):
-        def on_step_begin(self, *a: Any, **kw: Any) -> None:
-            self.started = time.perf_counter()
-
-        def on_step_end(self, *a: Any, **kw: Any) -> None:
-            steps.append(time.perf_counter() - self.started)
-
-    def reward(completions: list[str], **kw: Any) -> list[float]:
-        started = time.perf_counter()
-        try:
-            return stand_in_reward(completions)
-        finally:
-            rewards.append(time.perf_counter() - started)
-
-    trainer = trl_trainer(args, args.completion, args.generations, args.steps + 1, reward)
-    trainer.add_callback(Clock())
-    marks: list[int] = []
-
-    class Marks(TrainerCallback):  # where each step's generate and reward calls start
-        def on_step_begin(self, *a: Any, **kw: Any) -> None:
-            marks.append((len(generate), len(rewards)))
-
-    trainer.add_callback(Marks())
-    with peak_memory(args.device, times, snapshot_path(args, "trl")), timed(GenerationMixin, "generate", generate):
-        trainer.train()
-    marks.append((len(generate), len(rewards)))
-    for step in range(1, len(steps)):  # step 0 warms up
-        (g0, r0), (g1, r1) = marks[step], marks[step + 1]
-        sample_s, reward_s = sum(generate[g0:g1]), sum(rewards[r0:r1])
-        times.sample.append(sample_s)
-        times.reward.append(reward_s)
-        times.update.append(steps[step] - sample_s - reward_s)
-    return times
-
-
-def fits_ours(args: argparse.Namespace, variant: str, length: int) -> float | None:
+def fits_ours(args: argparse.Namespace, variant: str, length: int) -> tuple[float, float] | None:
     """One update of ``--length-batch`` random completions of ``length`` tokens: its peak GiB (read before the
-    ``finally`` resets the counter), None on running out of memory."""
+    ``finally`` resets the counter) and seconds, None on running out of memory."""
     release(args.device)
     from stratagem.rollout.sampling import Completions
 
@@ -281,9 +150,11 @@ def fits_ours(args: argparse.Namespace, variant: str, length: int) -> float | No
                               completion_mask=torch.ones(batch, length, dtype=torch.long), texts=[""] * batch,
                               truncated=[True] * batch)  # fmt: skip
     try:
+        started = time.perf_counter()
         with recording(args.device, snapshot_path(args, variant, length)):
             learner.update(completions, torch.randn(batch, generator=g))
-        return peak_gib(args.device)
+            sync(args.device)
+        return peak_gib(args.device), time.perf_counter() - started
     except torch.OutOfMemoryError:
         return None
     finally:
@@ -291,81 +162,16 @@ def fits_ours(args: argparse.Namespace, variant: str, length: int) -> float | No
         release(args.device)
 
 
-def fits_trl(args: argparse.Namespace, length: int) -> float | None:
-    """TRL's step with ``generate`` answering random tokens of ``length`` at once: its peak GiB, None on running
-    out of memory."""
-    from transformers import GenerationMixin
-
-    def instant(self: Any, input_ids: torch.Tensor, **kw: Any) -> torch.Tensor:
-        tail = torch.randint(2, args.vocab, (input_ids.shape[0], length), device=input_ids.device)
-        return torch.cat([input_ids, tail], dim=1)
-
-    release(args.device)
-    trainer = trl_trainer(args, length, args.length_batch, 1, stand_in_reward)
-    original = GenerationMixin.generate
-    GenerationMixin.generate = instant
-    try:
-        with recording(args.device, snapshot_path(args, "trl", length)):
-            trainer.train()
-        peak = peak_gib(args.device)
-        # TRL logs the completions' mean length: a fit only counts if it trained on the whole length.
-        trained = [row[key] for row in trainer.state.log_history for key in row if key.endswith("mean_length")]
-        if trained and min(trained) < length:
-            print(f"  trl at {length}: trained on completions of mean length {min(trained):.0f}, not {length}")
-            return None
-        return peak
-    except torch.OutOfMemoryError:
-        return None
-    finally:
-        GenerationMixin.generate = original
-        del trainer
-        release(args.device)
-
-
-def release(device: str) -> None:
-    """Memory of the last try given back (an out-of-memory leaves frames and cycles holding tensors) and the
-    peak counter reset, so each try starts from the same empty GPU."""
-    gc.collect()
-    if device == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-
-
-def peak_gib(device: str) -> float:
-    return torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
-
-
-def phase_peak(device: str) -> float:
-    """The peak since the last reset, and the counter reset: the next phase's peak starts from what is live."""
-    peak = peak_gib(device)
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    return peak
-
-
-def nan_low(x: float) -> float:
-    """``max`` key under which an unmeasured peak (nan) loses to a measured one."""
-    return float("-inf") if x != x else x
-
-
-def longest_fit(args: argparse.Namespace, variant: str) -> tuple[int | None, float]:
-    """The longest of ``--lengths`` (tried shortest first, up to the first that does not fit) and its peak."""
-    best, peak = None, float("nan")
+def longest_fit(args: argparse.Namespace, variant: str) -> tuple[int | None, float, float]:
+    """The longest of ``--lengths`` (tried shortest first, up to the first that does not fit), its peak GiB and
+    the seconds its update took."""
+    best, peak, seconds = None, float("nan"), float("nan")
     for length in sorted(args.lengths):
         fit = fits_trl(args, length) if variant == "trl" else fits_ours(args, variant, length)
         if fit is None:
             break
-        best, peak = length, fit
-    return best, peak
-
-
-def trl_missing() -> str | None:
-    try:
-        import datasets  # noqa: F401
-        import trl  # noqa: F401
-    except ImportError as exc:
-        return f"trl left out: {exc} (pip install trl)"
-    return None
+        best, (peak, seconds) = length, fit
+    return best, peak, seconds
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -431,13 +237,13 @@ def steps_table(args: argparse.Namespace, variants: list[str]) -> None:
 def lengths_table(args: argparse.Namespace, variants: list[str]) -> None:
     print(f"\nlongest completion that fits ({args.length_batch} completions of a {args.prompt}-token prompt, one "
           f"update; tried {sorted(args.lengths)}):")  # fmt: skip
-    print(f"{'variant':12} {'longest':>9} {'vs first':>9} {'peak GiB':>9}")
+    print(f"{'variant':12} {'longest':>9} {'vs first':>9} {'peak GiB':>9} {'update s':>9}")
     first = None
     for variant in variants:
-        best, peak = longest_fit(args, variant)
+        best, peak, seconds = longest_fit(args, variant)
         first = first or best
         ratio = f"{best / first:>9.2f}" if best and first else f"{'-':>9}"
-        print(f"{variant:12} {best or 'none':>9} {ratio} {peak:>9.2f}", flush=True)
+        print(f"{variant:12} {best or 'none':>9} {ratio} {peak:>9.2f} {seconds:>9.1f}", flush=True)
 
 
 if __name__ == "__main__":
