@@ -1,7 +1,7 @@
 """pygame, imported quietly, and started with or without a screen.
 
 pygame prints a greeting at import unless ``PYGAME_HIDE_SUPPORT_PROMPT`` is set first, its
-``pkgdata`` (loaded for the default font) imports ``pkg_resources``, which setuptools 80 deprecates
+``pkgdata`` (imported with it) imports ``pkg_resources``, which setuptools 80 deprecates
 with a warning at import, and SDL picks its video driver at ``pygame.init``: so every viz module
 imports pygame from here, and exports call ``start(headless=True)`` before anything is drawn.
 """
@@ -17,7 +17,6 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 with warnings.catch_warnings():  # a warning for pygame's maintainers, not for ours or our users
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
     import pygame
-    import pygame.pkgdata
 
 __all__ = ["has_display", "pygame", "start"]
 
