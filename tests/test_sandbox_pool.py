@@ -7,6 +7,7 @@ import os
 import random
 import signal
 import threading
+import time
 
 import pytest
 
@@ -96,6 +97,22 @@ def test_stratagem_doctor_reports_every_layer(capsys, monkeypatch):
     assert main(["doctor"]) == 1
     out = capsys.readouterr().out
     assert "seccomp     MISSING  disabled by STRATAGEM_SANDBOX_DISABLE" in out and "--allow-weaker-sandbox" in out
+
+
+def test_the_doctor_reports_the_first_worker_however_late_it_is_handed_out(capsys, monkeypatch):
+    """On a busy machine the pool hands out its first worker late; the doctor's worker waits to be asked, so it
+    is still that worker (pid 2) that answers, not a later spare (it once said pid 3 under a parallel suite)."""
+    from stratagem.sandbox.pool import WorkerPool
+
+    acquire = WorkerPool.acquire
+
+    def late(self: WorkerPool):
+        time.sleep(1.0)  # the first worker is forked and ready long before this
+        return acquire(self)
+
+    monkeypatch.setattr(WorkerPool, "acquire", late)
+    assert main(["doctor"]) == 0
+    assert "a confined worker sees: pid 2," in capsys.readouterr().out
 
 
 def test_play_refuses_a_weaker_sandbox_and_records_it_when_allowed(capsys, monkeypatch, tmp_path):

@@ -26,7 +26,10 @@ def prepare(setup: dict[str, Any]) -> dict[str, Any]:
 
 
 def serve(fd: int, state: dict[str, Any], box: Sandbox) -> None:
-    """In the confined worker: describe the view from inside, then exit."""
+    """In the confined worker: once asked (as a real worker waits for its job; one that described itself at once
+    would exit before ``acquire`` handed it out, and a later spare, pid 3 or 4, would answer instead), describe
+    the view from inside, then exit."""
+    channel.receive(fd, 64)
     facts: dict[str, Any] = {"pid": os.getpid(), "uid": os.getuid()}
     try:
         facts["root"] = sorted(os.listdir("/"))[:8]
@@ -52,6 +55,7 @@ def diagnose() -> dict[str, Any]:
         host["libseccomp"] = f"not usable: {exc}"
     with WorkerPool("stratagem.sandbox.doctor", {}, Policy(layers=LAYERS, allow_weaker=True)) as pool:
         worker = pool.acquire()
+        worker.reader.send(b"describe")
         frames: list[bytes] = []
         while len(frames) < 2:  # "ready", then the facts
             if not select.select([worker.reader], [], [], 10)[0]:
